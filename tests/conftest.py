@@ -1,0 +1,49 @@
+"""Shared fixtures: one local SparkSession for the whole run, the repo's paths, shared data."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO))  # etl.py is a script at the top, not a package
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no loopback-hostname warning, no LAN bind
+os.environ.setdefault("TZ", "UTC")
+
+import etl  # noqa: E402
+
+etl.ensure_java()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A small local session configured like the job's (UTC, few shuffle partitions)."""
+    from pyspark.sql import SparkSession
+
+    builder = (
+        SparkSession.builder.master("local[2]")
+        .appName("sparkify-etl-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.driver.host", "127.0.0.1")
+    )
+    for key, value in etl.SPARK_DEFAULTS.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def shared_dataset(name: str) -> Path:
+    """A dataset of ../shared/data, or a skip that says why it is missing."""
+    path = SHARED_DATA / name
+    if not (path / "song_data").is_dir() or not (path / "log_data").is_dir():
+        pytest.skip(f"{path} is absent (the shared real data lives beside the repo, not in it)")
+    return path

@@ -1,0 +1,256 @@
+"""Each table rule of the issue, pinned on a few hand-made rows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from pyspark.sql import Row
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.testing import assertDataFrameEqual
+
+import etl
+
+NOV_15 = 1542240000000  # 2018-11-15T00:00:00Z in epoch milliseconds
+MINUTE = 60_000
+
+
+def utc(*fields: int) -> datetime:
+    """A naive datetime in UTC, as Spark hands timestamps back under a UTC session."""
+    return datetime(*fields, tzinfo=timezone.utc).replace(tzinfo=None)
+
+
+def event(**values) -> dict:
+    """A NextSong event of user 7 with every field of the input schema."""
+    base = {
+        "artist": "Elena",
+        "auth": "Logged In",
+        "firstName": "Lily",
+        "gender": "F",
+        "itemInSession": 0,
+        "lastName": "Koch",
+        "length": 200.0,
+        "level": "paid",
+        "location": "Chicago, IL",
+        "method": "PUT",
+        "page": "NextSong",
+        "registration": 1540000000000.0,
+        "sessionId": 818,
+        "song": "Setanta matins",
+        "status": 200,
+        "ts": NOV_15,
+        "userAgent": "Mozilla/5.0",
+        "userId": "7",
+    }
+    base.update(values)
+    return base
+
+
+def song(**values) -> dict:
+    base = {
+        "num_songs": 1,
+        "artist_id": "AR1",
+        "artist_latitude": None,
+        "artist_longitude": None,
+        "artist_location": "",
+        "artist_name": "Elena",
+        "song_id": "SO1",
+        "title": "Setanta matins",
+        "duration": 200.0,
+        "year": 0,
+    }
+    base.update(values)
+    return base
+
+
+@pytest.fixture
+def events_df(spark):
+    def make(*rows: dict):
+        return spark.createDataFrame([Row(**row) for row in rows], etl.EVENT_SCHEMA)
+
+    return make
+
+
+@pytest.fixture
+def songs_df(spark):
+    def make(*rows: dict):
+        return spark.createDataFrame([Row(**row) for row in rows], etl.SONG_SCHEMA)
+
+    return make
+
+
+def songplays(events, songs):
+    return etl.build_songplays(events, etl.one_record_per_song(songs))
+
+
+# --- songplays -------------------------------------------------------------------------
+
+
+def test_songplays_keep_only_plays_of_logged_in_users(events_df, songs_df):
+    events = events_df(
+        event(ts=NOV_15),
+        event(ts=NOV_15 + 1, page="Home"),
+        event(ts=NOV_15 + 2, userId="", auth="Logged Out"),
+    )
+    result = songplays(events, songs_df(song()))
+    assert [row.start_time for row in result.collect()] == [utc(2018, 11, 15)]
+
+
+def test_songplays_count_a_redelivered_event_once(events_df, songs_df):
+    twice = event(ts=NOV_15)
+    other_item = event(ts=NOV_15, itemInSession=1)
+    result = songplays(events_df(twice, twice, other_item), songs_df(song()))
+    assert result.count() == 2
+
+
+def test_redelivered_event_with_differing_fields_keeps_one_deterministic_copy(events_df, songs_df):
+    paid, free = event(level="paid"), event(level="free")
+    first = songplays(events_df(paid, free), songs_df(song())).collect()
+    second = songplays(events_df(free, paid).repartition(2), songs_df(song())).collect()
+    assert [row.level for row in first] == [row.level for row in second] == ["free"]
+
+
+def test_songplay_ids_are_unique_stable_and_time_ordered(events_df, songs_df):
+    rows = [event(ts=NOV_15 + offset, userId=str(user)) for offset in (0, 5, 9) for user in (3, 1, 2)]
+    first = songplays(events_df(*rows), songs_df(song()))
+    again = songplays(events_df(*reversed(rows)).repartition(3), songs_df(song()))
+    ids = [row.songplay_id for row in first.orderBy("start_time", "user_id").collect()]
+    assert len(set(ids)) == len(rows)
+    assert ids == sorted(ids)
+    assertDataFrameEqual(first, again)
+    same_ms = first.filter(F.col("start_time") == utc(2018, 11, 15)).orderBy("user_id").collect()
+    assert [row.songplay_id - NOV_15 * etl.ID_SLOTS_PER_MS for row in same_ms] == [0, 1, 2]
+
+
+def test_songplay_columns_types_and_partition_fields(events_df, songs_df):
+    result = songplays(events_df(event(userAgent='"Mozilla/5.0 (X11; "Linux")"')), songs_df(song()))
+    assert result.dtypes == [
+        ("songplay_id", "bigint"),
+        ("start_time", "timestamp"),
+        ("user_id", "int"),
+        ("level", "string"),
+        ("song_id", "string"),
+        ("artist_id", "string"),
+        ("session_id", "int"),
+        ("location", "string"),
+        ("user_agent", "string"),
+        ("year", "int"),
+        ("month", "int"),
+    ]
+    row = result.first()
+    assert row.user_agent == 'Mozilla/5.0 (X11; "Linux")'  # only the surrounding quotes go
+    assert (row.user_id, row.session_id, row.level, row.location) == (7, 818, "paid", "Chicago, IL")
+
+
+def test_level_is_the_one_on_each_play(events_df, songs_df):
+    events = events_df(event(ts=NOV_15, level="free"), event(ts=NOV_15 + MINUTE, itemInSession=1, level="paid"))
+    result = songplays(events, songs_df(song())).orderBy("start_time")
+    assert [row.level for row in result.collect()] == ["free", "paid"]
+
+
+def test_time_fields_are_utc_at_a_month_edge(events_df, songs_df):
+    december_first = 1543622400000  # 2018-12-01T00:00:00.000Z, still November in Los Angeles
+    result = songplays(events_df(event(ts=december_first)), songs_df(song())).first()
+    assert (result.start_time, result.year, result.month) == (utc(2018, 12, 1), 2018, 12)
+
+
+def test_song_match_needs_title_and_artist_and_keeps_unmatched_plays(events_df, songs_df):
+    events = events_df(
+        event(ts=NOV_15),
+        event(ts=NOV_15 + 1, artist="Someone Else"),
+        event(ts=NOV_15 + 2, song="Unknown Song"),
+    )
+    result = songplays(events, songs_df(song())).orderBy("start_time")
+    assert [(row.song_id, row.artist_id) for row in result.collect()] == [("SO1", "AR1"), (None, None), (None, None)]
+
+
+def test_song_match_prefers_closest_duration_then_smallest_song_id(events_df, songs_df):
+    catalogue = songs_df(
+        song(song_id="SO9", artist_id="AR9", duration=250.0),
+        song(song_id="SO5", artist_id="AR5", duration=190.0),
+        song(song_id="SO3", artist_id="AR3", duration=210.0),
+        song(song_id="SO4", artist_id="AR4", duration=None),
+    )
+    events = events_df(event(ts=NOV_15, length=200.0), event(ts=NOV_15 + 1, length=248.0))
+    result = songplays(events, catalogue).orderBy("start_time")
+    assert [row.song_id for row in result.collect()] == ["SO3", "SO9"]  # 190 and 210 tie: SO3 < SO5
+
+
+def test_several_matching_songs_never_multiply_plays(events_df, songs_df):
+    catalogue = songs_df(*[song(song_id=f"SO{n}", duration=200.0) for n in range(5)])
+    result = songplays(events_df(event(ts=NOV_15), event(ts=NOV_15 + 1)), catalogue)
+    assert result.count() == 2
+    assert {row.song_id for row in result.collect()} == {"SO0"}
+
+
+# --- users -------------------------------------------------------------------------------
+
+
+def test_users_take_every_field_from_the_latest_event(events_df):
+    events = events_df(
+        event(ts=NOV_15, level="free", lastName="Old"),
+        event(ts=NOV_15 + MINUTE, level="paid", lastName="New", page="Submit Upgrade"),
+        event(ts=NOV_15 - MINUTE, level="free", lastName="Older"),
+    )
+    expected = [Row(user_id=7, first_name="Lily", last_name="New", gender="F", level="paid")]
+    assertDataFrameEqual(etl.build_users(events), expected)
+
+
+def test_users_latest_event_ties_broken_by_session_then_item(events_df):
+    events = events_df(
+        event(ts=NOV_15, sessionId=1, itemInSession=9, level="free"),
+        event(ts=NOV_15, sessionId=2, itemInSession=0, level="paid"),
+        event(userId="8", ts=NOV_15, sessionId=5, itemInSession=1, level="free"),
+        event(userId="8", ts=NOV_15, sessionId=5, itemInSession=2, level="paid"),
+    )
+    levels = {row.user_id: row.level for row in etl.build_users(events).collect()}
+    assert levels == {7: "paid", 8: "paid"}
+
+
+def test_users_come_from_any_page_but_never_from_logged_out_events(events_df):
+    events = events_df(event(page="Home", userId="12"), event(userId="", firstName=None, auth="Logged Out"))
+    assert [row.user_id for row in etl.build_users(events).collect()] == [12]
+
+
+# --- songs and artists ----------------------------------------------------------------
+
+
+def test_songs_one_row_per_song_id_from_the_first_file(spark):
+    schema = T.StructType([*etl.SONG_SCHEMA.fields, T.StructField(etl.SOURCE_FILE, T.StringType())])
+    rows = [
+        Row(**song(title="Second copy"), **{etl.SOURCE_FILE: "file:/in/b.json"}),
+        Row(**song(title="First copy"), **{etl.SOURCE_FILE: "file:/in/a.json"}),
+    ]
+    catalogue = etl.one_record_per_song(spark.createDataFrame(rows, schema))
+    expected = [Row(song_id="SO1", title="First copy", artist_id="AR1", year=0, duration=200.0)]
+    assertDataFrameEqual(etl.build_songs(catalogue), expected)
+
+
+def test_artists_pick_the_most_complete_record_and_blank_becomes_null(songs_df):
+    catalogue = songs_df(
+        song(song_id="SO1", artist_name="Elena", artist_location=""),
+        song(song_id="SO2", artist_name="Elena feat. X", artist_location="Dublin", artist_latitude=53.3),
+        song(song_id="SO3", artist_name="Elena", artist_location="Cork", artist_latitude=51.9),
+        song(song_id="SO4", artist_id="AR2", artist_name="  ", artist_location=""),
+    )
+    expected = [
+        Row(artist_id="AR1", name="Elena feat. X", location="Dublin", latitude=53.3, longitude=None),
+        Row(artist_id="AR2", name=None, location=None, latitude=None, longitude=None),
+    ]
+    assertDataFrameEqual(etl.build_artists(catalogue), expected)
+
+
+# --- time --------------------------------------------------------------------------------
+
+
+def test_time_has_one_row_per_distinct_start_time_with_iso_fields(events_df, songs_df):
+    sunday_night = 1546214399000  # 2018-12-30T23:59:59Z: ISO week 52, weekday 7
+    monday = 1546214400000  # 2018-12-31T00:00:00Z: ISO week 1 of 2019, weekday 1
+    events = events_df(event(ts=sunday_night), event(ts=sunday_night, userId="8"), event(ts=monday))
+    result = etl.build_time(songplays(events, songs_df(song())))
+    expected = [
+        Row(start_time=utc(2018, 12, 30, 23, 59, 59), hour=23, day=30, week=52, month=12, year=2018, weekday=7),
+        Row(start_time=utc(2018, 12, 31), hour=0, day=31, week=1, month=12, year=2018, weekday=1),
+    ]
+    assertDataFrameEqual(result, expected)

@@ -1,0 +1,125 @@
+"""Parsing and validation: every line is used, rejected with a reason, or excluded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import etl
+
+GOOD_EVENT = {
+    "artist": "Elena",
+    "auth": "Logged In",
+    "firstName": "Lily",
+    "gender": "F",
+    "itemInSession": 0,
+    "lastName": "Koch",
+    "length": 200.0,
+    "level": "paid",
+    "location": "Chicago, IL",
+    "method": "PUT",
+    "page": "NextSong",
+    "registration": 1540000000000.0,
+    "sessionId": 818,
+    "song": "Setanta matins",
+    "status": 200,
+    "ts": 1542240000000,
+    "userAgent": '"Mozilla/5.0"',
+    "userId": "7",
+}
+GOOD_SONG = {
+    "num_songs": 1,
+    "artist_id": "AR1",
+    "artist_latitude": None,
+    "artist_longitude": None,
+    "artist_location": "",
+    "artist_name": "Elena",
+    "song_id": "SO1",
+    "title": "Setanta matins",
+    "duration": 200.0,
+    "year": 0,
+}
+
+
+def changed(record: dict, **values) -> str:
+    return json.dumps({**record, **values})
+
+
+def without(record: dict, key: str) -> str:
+    return json.dumps({name: value for name, value in record.items() if name != key})
+
+
+def reasons(spark, validate, lines: list[str]) -> list:
+    frame = spark.createDataFrame([(line, "file:/in/x.json") for line in lines], [etl.RAW, etl.SOURCE_FILE])
+    return [row[etl.REASON] for row in validate(frame).collect()]
+
+
+EVENT_CASES = [
+    (json.dumps(GOOD_EVENT), None),
+    (changed(GOOD_EVENT, userId=""), None),
+    (changed(GOOD_EVENT, userId=42), None),  # a number where text is expected is still an id
+    ('{"ts": 1542240000000, "userId": "7"', etl.MALFORMED_JSON),
+    ("[1, 2, 3]", etl.MALFORMED_JSON),
+    ("42", etl.MALFORMED_JSON),
+    ("null", etl.MALFORMED_JSON),
+    (changed(GOOD_EVENT, ts="1542240000000"), "wrong_type:ts"),
+    (changed(GOOD_EVENT, ts=1.5e12), "wrong_type:ts"),
+    (changed(GOOD_EVENT, sessionId="abc"), "wrong_type:sessionId"),
+    (changed(GOOD_EVENT, length="long"), "wrong_type:length"),
+    (without(GOOD_EVENT, "ts"), "missing_field:ts"),
+    (changed(GOOD_EVENT, ts=None), "missing_field:ts"),
+    (without(GOOD_EVENT, "userId"), "missing_field:userId"),
+    (without(GOOD_EVENT, "page"), "missing_field:page"),
+    ("{}", "missing_field:ts"),
+    (changed(GOOD_EVENT, userId="abc"), etl.INVALID_USER_ID),
+    (changed(GOOD_EVENT, userId="99999999999"), etl.INVALID_USER_ID),
+    (changed(GOOD_EVENT, userId="-3"), etl.INVALID_USER_ID),
+    (changed(GOOD_EVENT, ts=-1), etl.TS_OUT_OF_RANGE),
+    (changed(GOOD_EVENT, ts=2**62), etl.TS_OUT_OF_RANGE),
+]
+
+
+@pytest.mark.parametrize(("line", "reason"), EVENT_CASES)
+def test_event_validation(spark, line, reason):
+    assert reasons(spark, etl.validate_events, [line]) == [reason]
+
+
+SONG_CASES = [
+    (json.dumps(GOOD_SONG), None),
+    (changed(GOOD_SONG, year=None, duration=None), None),
+    ("{not json", etl.MALFORMED_JSON),
+    (without(GOOD_SONG, "song_id"), "missing_field:song_id"),
+    (changed(GOOD_SONG, title=""), "missing_field:title"),
+    (changed(GOOD_SONG, artist_id="  "), "missing_field:artist_id"),
+    (changed(GOOD_SONG, duration="3:20"), "wrong_type:duration"),
+    (changed(GOOD_SONG, year="1999"), "wrong_type:year"),
+]
+
+
+@pytest.mark.parametrize(("line", "reason"), SONG_CASES)
+def test_song_validation(spark, line, reason):
+    assert reasons(spark, etl.validate_songs, [line]) == [reason]
+
+
+def test_every_event_gets_exactly_one_status(spark):
+    lines = [
+        json.dumps(GOOD_EVENT),
+        changed(GOOD_EVENT, page="Home"),
+        changed(GOOD_EVENT, userId="", page="NextSong"),
+        "garbage",
+    ]
+    frame = spark.createDataFrame([(line, "f") for line in lines], [etl.RAW, etl.SOURCE_FILE])
+    statuses = [row[etl.STATUS] for row in etl.classify_events(etl.validate_events(frame)).collect()]
+    assert statuses == [
+        etl.CANDIDATE,
+        etl.EXCLUDED_PREFIX + etl.NOT_A_SONG_PLAY,
+        etl.EXCLUDED_PREFIX + etl.LOGGED_OUT,
+        etl.REJECTED_PREFIX + etl.MALFORMED_JSON,
+    ]
+
+
+def test_rejects_keep_the_raw_line_and_its_file(spark):
+    frame = spark.createDataFrame([("garbage", "file:/in/a.json")], [etl.RAW, etl.SOURCE_FILE])
+    rejects = etl.rejected_only(etl.classify_events(etl.validate_events(frame))).collect()
+    assert [tuple(row) for row in rejects] == [("garbage", "file:/in/a.json", etl.MALFORMED_JSON)]

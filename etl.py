@@ -147,6 +147,9 @@ REJECTED_DIR = "_rejected"
 REPORT_NAME = "_run_report.json"
 DATASETS = ("songs", "events")
 
+# Tests set this to a stage name to prove that a crash there leaves the old tables intact.
+FAULT_INJECTION_VARIABLE = "SPARKIFY_ETL_FAIL_IN_STAGE"
+
 log = logging.getLogger(JOB_NAME)
 
 
@@ -712,6 +715,8 @@ class StageClock:
     @contextmanager
     def stage(self, name: str, description: str):
         log.info("%-9s %s", name, description)
+        if os.environ.get(FAULT_INJECTION_VARIABLE) == name:
+            raise RuntimeError(f"fault injected into the {name} stage by {FAULT_INJECTION_VARIABLE}")
         began = time.monotonic()
         yield
         self.seconds[name] = round(time.monotonic() - began, 2)

@@ -16,6 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no loopback-hostname warning, no LAN bind
 os.environ.setdefault("TZ", "UTC")
 
+from infra import *  # noqa: E402, F403 - S3 server, Spark cluster and S3A jar fixtures
+
 import etl  # noqa: E402
 
 etl.ensure_java()

@@ -22,41 +22,65 @@ import duckdb
 
 SONG_DIR = "song_data"
 LOG_DIR = "log_data"
-JSON_GLOB = (
-    "**/*.json"  # DuckDB's ** also matches zero directories: flat and S3 layouts.
-)
+JSON_GLOB = "**/*.json"  # DuckDB's ** also matches zero directories: flat and S3 layouts.
 NEXT_SONG_PAGE = "NextSong"
 UTC = "UTC"
 
-# Declared types, never inferred. Integer fields are read as JSON so that a value such as
-# 1.5 or "abc" is rejected instead of being rounded or silently nulled by the reader.
-EVENT_COLUMNS = {
-    "artist": "VARCHAR",
-    "firstName": "VARCHAR",
-    "gender": "VARCHAR",
-    "itemInSession": "JSON",
-    "lastName": "VARCHAR",
-    "length": "DOUBLE",
-    "level": "VARCHAR",
-    "location": "VARCHAR",
-    "page": "VARCHAR",
-    "sessionId": "JSON",
-    "song": "VARCHAR",
-    "ts": "JSON",
-    "userAgent": "VARCHAR",
-    "userId": "VARCHAR",
+# Declared types, never inferred, mirroring the job's Spark schemas. Strings are read as
+# VARCHAR (a number or object becomes its text, as in Spark); every numeric field is read
+# as JSON and checked against its Spark type, because DuckDB's own casts would round 1.5
+# into an integer or null a bad value silently, where the job rejects the whole record.
+STRING, INT, LONG, DOUBLE = "string", "int", "long", "double"
+EVENT_FIELDS = {
+    "artist": STRING,
+    "auth": STRING,
+    "firstName": STRING,
+    "gender": STRING,
+    "itemInSession": INT,
+    "lastName": STRING,
+    "length": DOUBLE,
+    "level": STRING,
+    "location": STRING,
+    "method": STRING,
+    "page": STRING,
+    "registration": DOUBLE,
+    "sessionId": INT,
+    "song": STRING,
+    "status": INT,
+    "ts": LONG,
+    "userAgent": STRING,
+    "userId": STRING,
 }
-SONG_COLUMNS = {
-    "artist_id": "VARCHAR",
-    "artist_latitude": "DOUBLE",
-    "artist_location": "VARCHAR",
-    "artist_longitude": "DOUBLE",
-    "artist_name": "VARCHAR",
-    "duration": "DOUBLE",
-    "song_id": "VARCHAR",
-    "title": "VARCHAR",
-    "year": "JSON",
+EVENT_REQUIRED = ("ts", "userId", "sessionId", "itemInSession", "page")
+SONG_FIELDS = {
+    "num_songs": INT,
+    "artist_id": STRING,
+    "artist_latitude": DOUBLE,
+    "artist_longitude": DOUBLE,
+    "artist_location": STRING,
+    "artist_name": STRING,
+    "song_id": STRING,
+    "title": STRING,
+    "duration": DOUBLE,
+    "year": INT,
 }
+SONG_REQUIRED_TEXT = ("song_id", "title", "artist_id")
+SQL_TYPES = {INT: "INTEGER", LONG: "BIGINT", DOUBLE: "DOUBLE"}
+JSON_INTEGER_TYPES = "('UBIGINT', 'BIGINT')"
+JSON_NUMBER_TYPES = "('UBIGINT', 'BIGINT', 'DOUBLE')"
+# Strings Spark's JSON reader accepts for a double (allowNonNumericNumbers).
+NON_NUMERIC_DOUBLES = {
+    "NaN": "'NaN'",
+    "+INF": "'Infinity'",
+    "+Infinity": "'Infinity'",
+    "Infinity": "'Infinity'",
+    "-INF": "'-Infinity'",
+    "-Infinity": "'-Infinity'",
+}
+USER_ID_PATTERN = "^[0-9]+$"
+LOGGED_OUT_USER_ID = ""
+MAX_TS_MS = (1 << 43) - 1  # the job rejects later timestamps as corrupt clocks
+ID_SLOTS_PER_MS = 1 << 19  # songplay_id = ts * 2^19 + rank within the millisecond
 
 # Output tables: name -> hive partition columns (empty: not partitioned).
 PARTITIONS = {
@@ -69,93 +93,134 @@ PARTITIONS = {
 TABLES = tuple(PARTITIONS)
 PART_FILE_PATTERN = "part-{i}"
 
-INTEGER_JSON_TYPES = "('UBIGINT', 'BIGINT')"
-USER_ID_PATTERN = "^-?[0-9]+$"
+
+def _q(name: str) -> str:
+    return f'"{name}"'
 
 
-def _json_int(column: str, sql_type: str) -> str:
-    """SQL casting a JSON value to an integer type only when it is a JSON integer."""
+def _typed(name: str, kind: str) -> str:
+    """SQL value of a field read as JSON, converted to its Spark type (NULL if it is wrong)."""
+    col = _q(name)
+    if kind in (INT, LONG):
+        return f"CASE WHEN json_type({col}) IN {JSON_INTEGER_TYPES} THEN TRY_CAST({col} AS {SQL_TYPES[kind]}) END"
+    specials = " ".join(f"WHEN '{text}' THEN CAST({value} AS DOUBLE)" for text, value in NON_NUMERIC_DOUBLES.items())
     return (
-        f"CASE WHEN json_type({column}) IN {INTEGER_JSON_TYPES} "
-        f"THEN TRY_CAST({column} AS {sql_type}) END"
+        f"CASE WHEN json_type({col}) IN {JSON_NUMBER_TYPES} THEN TRY_CAST({col} AS DOUBLE) "
+        f"WHEN json_type({col}) = 'VARCHAR' THEN CASE {col} ->> '$' {specials} END END"
     )
 
 
-def _read_json(path: Path, columns: dict[str, str]) -> str:
-    """SQL reading every newline-delimited JSON file below ``path`` with fixed types."""
-    cols = "{" + ", ".join(f"'{k}': '{v}'" for k, v in columns.items()) + "}"
+def _typed_select(fields: dict[str, str]) -> str:
+    """Typed columns plus ``_type_ok``: no present field has a value of the wrong type."""
+    values, checks = [], []
+    for name, kind in fields.items():
+        if kind == STRING:
+            values.append(_q(name))
+            continue
+        typed = _typed(name, kind)
+        values.append(f"{typed} AS {_q(name)}")
+        checks.append(f"({_q(name)} IS NULL OR ({typed}) IS NOT NULL)")
+    return ", ".join(values) + f", ({' AND '.join(checks)}) AS _type_ok"
+
+
+def _read_json(path: Path, fields: dict[str, str]) -> str:
+    """SQL reading every newline-delimited JSON file below ``path`` with fixed types.
+
+    ignore_errors turns a line that is not JSON into an all-NULL row, which then fails
+    the required-field checks, as the job rejects it as malformed.
+    """
+    types = {name: ("VARCHAR" if kind == STRING else "JSON") for name, kind in fields.items()}
+    cols = "{" + ", ".join(f"'{k}': '{v}'" for k, v in types.items()) + "}"
     glob = str(path / JSON_GLOB).replace("'", "''")
     return (
         f"read_json('{glob}', format = 'newline_delimited', columns = {cols}, "
-        "ignore_errors = true, union_by_name = false)"
+        "ignore_errors = true, filename = '_source_file')"
     )
+
+
+def _blank(column: str) -> str:
+    """Null or only spaces (Spark's trim, like DuckDB's, strips spaces only)."""
+    return f"({column} IS NULL OR trim({column}) = '')"
 
 
 def _sql_events(input_dir: Path) -> str:
-    """Valid events with typed fields; bad lines and records with a bad ts/userId dropped."""
+    """Valid events: every field of its type, required fields present, sane userId and ts."""
+    required = " AND ".join(f"{_q(name)} IS NOT NULL" for name in EVENT_REQUIRED)
     return f"""
     CREATE TEMP TABLE events AS
     WITH raw AS (
-        SELECT *,
-               {_json_int("ts", "BIGINT")} AS ts_ms,
-               {_json_int("sessionId", "INTEGER")} AS session_id,
-               {_json_int("itemInSession", "INTEGER")} AS item_in_session,
-               CASE WHEN regexp_matches(userId, '{USER_ID_PATTERN}')
-                    THEN TRY_CAST(userId AS INTEGER) END AS user_id
-        FROM {_read_json(input_dir / LOG_DIR, EVENT_COLUMNS)}
+        SELECT {_typed_select(EVENT_FIELDS)}
+        FROM {_read_json(input_dir / LOG_DIR, EVENT_FIELDS)}
     )
-    SELECT user_id, ts_ms, session_id, item_in_session, page, firstName AS first_name,
+    SELECT TRY_CAST(NULLIF(userId, '{LOGGED_OUT_USER_ID}') AS INTEGER) AS user_id,
+           userId AS raw_user_id, ts AS ts_ms, sessionId AS session_id,
+           itemInSession AS item_in_session, page, firstName AS first_name,
            lastName AS last_name, gender, level, song, artist, length, location,
-           CASE WHEN length(userAgent) >= 2 AND starts_with(userAgent, '"')
-                     AND ends_with(userAgent, '"')
-                THEN userAgent[2:-2] ELSE userAgent END AS user_agent
+           userAgent AS raw_user_agent,
+           regexp_replace(userAgent, '^"(.*)"$', '\\1') AS user_agent
     FROM raw
-    -- ts: a JSON integer or absent; userId: "" or an integer that fits an int.
-    WHERE (ts IS NULL OR ts_ms IS NOT NULL)
-      AND userId IS NOT NULL
-      AND (userId = '' OR user_id IS NOT NULL)
+    WHERE _type_ok AND {required}
+      AND (userId = '{LOGGED_OUT_USER_ID}'
+           OR (regexp_matches(userId, '{USER_ID_PATTERN}')
+               AND TRY_CAST(userId AS INTEGER) IS NOT NULL))
+      AND ts BETWEEN 0 AND {MAX_TS_MS}
     """
 
 
 def _sql_song_records(input_dir: Path) -> str:
-    """Valid song records (song_id, title and artist_id present), one row per record."""
+    """Valid song records: every field of its type, song_id, title and artist_id not blank."""
+    required = " AND ".join(f"NOT {_blank(name)}" for name in SONG_REQUIRED_TEXT)
     return f"""
     CREATE TEMP TABLE song_records AS
-    SELECT song_id, title, artist_id, {_json_int("year", "INTEGER")} AS year, duration,
-           NULLIF(artist_name, '') AS artist_name,
-           NULLIF(artist_location, '') AS artist_location,
-           artist_latitude, artist_longitude
-    FROM {_read_json(input_dir / SONG_DIR, SONG_COLUMNS)}
-    WHERE NULLIF(song_id, '') IS NOT NULL
-      AND NULLIF(title, '') IS NOT NULL
-      AND NULLIF(artist_id, '') IS NOT NULL
+    SELECT * EXCLUDE (_type_ok)
+    FROM (
+        SELECT {_typed_select(SONG_FIELDS)}, _source_file
+        FROM {_read_json(input_dir / SONG_DIR, SONG_FIELDS)}
+    )
+    WHERE _type_ok AND {required}
     """
 
 
+# A song_id delivered several times: the record of the first file (by path) wins, then
+# the smallest values, as the job's min(struct(path, ...)) does (nulls sort first).
 SQL_SONGS = """
 CREATE TEMP TABLE songs AS
-SELECT song_id, title, artist_id, year, duration, artist_name
+SELECT song_id, title, artist_id, year, duration, artist_name, artist_location,
+       artist_latitude, artist_longitude
 FROM song_records
 QUALIFY row_number() OVER (
     PARTITION BY song_id
-    ORDER BY title, artist_id, year NULLS LAST, duration NULLS LAST, artist_name NULLS LAST
+    ORDER BY _source_file NULLS FIRST, num_songs NULLS FIRST, artist_id NULLS FIRST,
+             artist_latitude NULLS FIRST, artist_longitude NULLS FIRST,
+             artist_location NULLS FIRST, artist_name NULLS FIRST, title NULLS FIRST,
+             duration NULLS FIRST, year NULLS FIRST
 ) = 1
 """
 
+# Per artist: the song record (after the song_id de-duplication) with the most known
+# fields among name, location, latitude, longitude; ties go to the smallest song_id.
 SQL_ARTISTS = """
 CREATE TEMP TABLE artists AS
-SELECT artist_id, artist_name AS name, artist_location AS location,
-       artist_latitude AS latitude, artist_longitude AS longitude
-FROM song_records
+WITH cleaned AS (
+    SELECT artist_id, song_id,
+           CASE WHEN trim(artist_name) = '' THEN NULL ELSE artist_name END AS name,
+           CASE WHEN trim(artist_location) = '' THEN NULL ELSE artist_location END
+               AS location,
+           artist_latitude AS latitude, artist_longitude AS longitude
+    FROM songs
+)
+SELECT artist_id, name, location, latitude, longitude
+FROM cleaned
 QUALIFY row_number() OVER (
     PARTITION BY artist_id
-    ORDER BY (artist_name IS NOT NULL)::INT + (artist_location IS NOT NULL)::INT
-             + (artist_latitude IS NOT NULL)::INT + (artist_longitude IS NOT NULL)::INT DESC,
-             song_id, artist_name NULLS LAST, artist_location NULLS LAST,
-             artist_latitude NULLS LAST, artist_longitude NULLS LAST
+    ORDER BY (name IS NOT NULL)::INT + (location IS NOT NULL)::INT
+             + (latitude IS NOT NULL)::INT + (longitude IS NOT NULL)::INT DESC,
+             song_id
 ) = 1
 """
 
+# Each user as of the latest valid event of any page: greatest (ts, session, item), then
+# the greatest remaining values, as the job's max(struct(...)) does (nulls sort first).
 SQL_USERS = """
 CREATE TEMP TABLE users AS
 SELECT user_id, first_name, last_name, gender, level
@@ -163,9 +228,8 @@ FROM events
 WHERE user_id IS NOT NULL
 QUALIFY row_number() OVER (
     PARTITION BY user_id
-    ORDER BY ts_ms DESC NULLS LAST, session_id DESC NULLS LAST,
-             item_in_session DESC NULLS LAST, level NULLS LAST, first_name NULLS LAST,
-             last_name NULLS LAST, gender NULLS LAST
+    ORDER BY ts_ms DESC, session_id DESC, item_in_session DESC, level DESC NULLS LAST,
+             first_name DESC NULLS LAST, last_name DESC NULLS LAST, gender DESC NULLS LAST
 ) = 1
 """
 
@@ -174,12 +238,13 @@ CREATE TEMP TABLE songplays AS
 WITH plays AS (
     SELECT *
     FROM events
-    WHERE page = '{NEXT_SONG_PAGE}' AND user_id IS NOT NULL AND ts_ms IS NOT NULL
-    -- The same (user, session, item, ts) seen twice is one play.
+    WHERE page = '{NEXT_SONG_PAGE}' AND user_id IS NOT NULL
+    -- The same (user, session, item, ts) seen twice is one play; the first copy by the
+    -- remaining columns (nulls first) is kept, as in the job.
     QUALIFY row_number() OVER (
-        PARTITION BY user_id, session_id, item_in_session, ts_ms
-        ORDER BY song NULLS LAST, artist NULLS LAST, length NULLS LAST, level NULLS LAST,
-                 location NULLS LAST, user_agent NULLS LAST
+        PARTITION BY ts_ms, user_id, session_id, item_in_session
+        ORDER BY level NULLS FIRST, song NULLS FIRST, artist NULLS FIRST,
+                 length NULLS FIRST, location NULLS FIRST, raw_user_agent NULLS FIRST
     ) = 1
 ),
 matched AS (
@@ -188,13 +253,14 @@ matched AS (
     LEFT JOIN songs s ON p.song = s.title AND p.artist = s.artist_name
     -- Several candidates: closest duration, then smallest song_id.
     QUALIFY row_number() OVER (
-        PARTITION BY p.user_id, p.session_id, p.item_in_session, p.ts_ms
-        ORDER BY abs(s.duration - p.length) NULLS LAST, s.song_id NULLS LAST
+        PARTITION BY p.ts_ms, p.user_id, p.session_id, p.item_in_session
+        ORDER BY abs(s.duration - p.length) NULLS LAST, s.song_id NULLS LAST,
+                 s.artist_id NULLS LAST
     ) = 1
 )
-SELECT row_number() OVER (
-           ORDER BY ts_ms, user_id, session_id NULLS FIRST, item_in_session NULLS FIRST
-       )::BIGINT AS songplay_id,
+SELECT (ts_ms * {ID_SLOTS_PER_MS} - 1 + row_number() OVER (
+           PARTITION BY ts_ms ORDER BY user_id, session_id, item_in_session
+       ))::BIGINT AS songplay_id,
        epoch_ms(ts_ms)::TIMESTAMPTZ AS start_time,
        user_id, level, song_id, artist_id, session_id, location, user_agent,
        year(epoch_ms(ts_ms))::INTEGER AS year,
@@ -228,6 +294,7 @@ def connect() -> duckdb.DuckDBPyConnection:
     """In-memory connection pinned to UTC so timestamps match the job's session zone."""
     con = duckdb.connect()
     con.execute(f"SET TimeZone = '{UTC}'")
+    con.execute("SET enable_progress_bar = false")
     return con
 
 
@@ -251,9 +318,7 @@ def _write_table(con: duckdb.DuckDBPyConnection, table: str, output_dir: Path) -
     con.execute(f"COPY ({query}) TO '{dest}' ({options})")
 
 
-def build_reference(
-    input_dir: str | Path, output_dir: str | Path, timings: dict | None = None
-) -> dict[str, int]:
+def build_reference(input_dir: str | Path, output_dir: str | Path, timings: dict | None = None) -> dict[str, int]:
     """Build the five tables from ``input_dir`` into ``output_dir``; return row counts.
 
     ``timings``, when given, receives seconds per stage (read, transform, write, total).
@@ -280,16 +345,12 @@ def build_reference(
         for table in TABLES:
             _write_table(con, table, output_dir)
         stages["write"] = time.perf_counter() - t0
-        counts = {
-            t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES
-        }
+        counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
     stages["total"] = time.perf_counter() - start
     return counts
 
 
-def read_output(
-    con: duckdb.DuckDBPyConnection, output_dir: str | Path, table: str
-) -> duckdb.DuckDBPyRelation:
+def read_output(con: duckdb.DuckDBPyConnection, output_dir: str | Path, table: str) -> duckdb.DuckDBPyRelation:
     """A table written by the job or the reference, hive partition columns included."""
     glob = str(Path(output_dir) / table / "**" / "*.parquet").replace("'", "''")
     return con.sql(f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true)")
@@ -298,12 +359,8 @@ def read_output(
 def main(argv: list[str] | None = None) -> int:
     """CLI: build the reference tables and print row counts and stage seconds as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--input", required=True, help="root with song_data/ and log_data/"
-    )
-    parser.add_argument(
-        "--output", required=True, help="root for the five parquet tables"
-    )
+    parser.add_argument("--input", required=True, help="root with song_data/ and log_data/")
+    parser.add_argument("--output", required=True, help="root for the five parquet tables")
     args = parser.parse_args(argv)
     timings: dict[str, float] = {}
     counts = build_reference(args.input, args.output, timings)

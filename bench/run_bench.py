@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -85,9 +86,7 @@ def generator_args(songs: int, events: int, seed: int, out: Path) -> list[str]:
     ]
 
 
-def ensure_dataset(
-    label: str, songs: int, events: int, seed: int
-) -> tuple[Path, float | None]:
+def ensure_dataset(label: str, songs: int, events: int, seed: int) -> tuple[Path, float | None]:
     """Return (input dir, generation seconds or None when reused from the cache)."""
     if not GENERATOR.exists():
         raise SystemExit(f"generator not found: {GENERATOR}")
@@ -172,9 +171,7 @@ def table_files(output_dir: Path) -> dict[str, dict]:
     """Parquet part files per table: count and MB (what S3 requests and storage see)."""
     result = {}
     for table in TABLES:
-        parts = [
-            p for p in (output_dir / table).rglob(f"*{PART_FILE_SUFFIX}") if p.is_file()
-        ]
+        parts = [p for p in (output_dir / table).rglob(f"*{PART_FILE_SUFFIX}") if p.is_file()]
         size = sum(p.stat().st_size for p in parts)
         result[table] = {"files": len(parts), "mb": size / MB}
     return result
@@ -235,31 +232,24 @@ def bench_size(label: str, events: int, args: argparse.Namespace) -> dict:
         "input_files": n_files,
         "input_mb": n_bytes / MB,
         "generate_s": gen_s,
+        # Other work on the machine skews wall times; keep the evidence with the numbers.
+        "load_avg_1m_before": os.getloadavg()[0],
+        "cpus": psutil.cpu_count(),
     }
-    job_runs = [
-        run_job(data_dir, CACHE_DIR / label / "out" / "job", args.job_args)
-        for _ in range(args.repeat)
-    ]
+    job_runs = [run_job(data_dir, CACHE_DIR / label / "out" / "job", args.job_args) for _ in range(args.repeat)]
     record["job"] = best(job_runs)
     record["job"]["all_wall_s"] = [r["wall_s"] for r in job_runs]
     if not args.skip_reference:
-        ref_runs = [
-            run_reference(data_dir, CACHE_DIR / label / "out" / "reference")
-            for _ in range(args.repeat)
-        ]
+        ref_runs = [run_reference(data_dir, CACHE_DIR / label / "out" / "reference") for _ in range(args.repeat)]
         record["reference"] = best(ref_runs)
         record["reference"]["all_wall_s"] = [r["wall_s"] for r in ref_runs]
-        record["ratio_job_over_reference"] = (
-            record["job"]["wall_s"] / best(ref_runs)["wall_s"]
-        )
+        record["ratio_job_over_reference"] = record["job"]["wall_s"] / best(ref_runs)["wall_s"]
     print_record(record)
     return record
 
 
 def _fmt_seconds(seconds: dict) -> str:
-    return ", ".join(
-        f"{k} {v:.1f}" for k, v in seconds.items() if isinstance(v, (int, float))
-    )
+    return ", ".join(f"{k} {v:.1f}" for k, v in seconds.items() if isinstance(v, (int, float)))
 
 
 def print_record(rec: dict) -> None:
@@ -267,7 +257,8 @@ def print_record(rec: dict) -> None:
     job = rec["job"]
     report = job.get("report", {})
     print(
-        f"--- {rec['size']}: input {rec['input_files']:,} files, {rec['input_mb']:.0f} MB"
+        f"--- {rec['size']}: input {rec['input_files']:,} files, {rec['input_mb']:.0f} MB, "
+        f"load average before {rec['load_avg_1m_before']:.1f} on {rec['cpus']} CPUs"
     )
     wall = job["wall_s"]
     print(
@@ -275,10 +266,7 @@ def print_record(rec: dict) -> None:
         f"runs {[round(x, 1) for x in job['all_wall_s']]}"
     )
     print(f"           stages: {_fmt_seconds(report.get('seconds', {})) or 'n/a'}")
-    print(
-        f"           driver JVM peak RSS {job['peak_jvm_mb']:,.0f} MB "
-        f"(process tree {job['peak_tree_mb']:,.0f} MB)"
-    )
+    print(f"           driver JVM peak RSS {job['peak_jvm_mb']:,.0f} MB (process tree {job['peak_tree_mb']:,.0f} MB)")
     rows = report.get("tables", {})
     ref = rec.get("reference")
     ref_rows = ref["report"].get("tables", {}) if ref else {}
@@ -310,9 +298,7 @@ def plot(records: list[dict]) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     events = [r["events"] for r in records]
-    ax.plot(
-        events, [r["job"]["wall_s"] for r in records], "o-", label="Spark job (etl.py)"
-    )
+    ax.plot(events, [r["job"]["wall_s"] for r in records], "o-", label="Spark job (etl.py)")
     with_ref = [r for r in records if "reference" in r]
     if with_ref:
         ax.plot(
@@ -325,9 +311,7 @@ def plot(records: list[dict]) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("events")
     ax.set_ylabel("wall seconds")
-    ax.set_title(
-        f"Sparkify ETL, {records[0]['songs']:,} songs, {psutil.cpu_count()} cores"
-    )
+    ax.set_title(f"Sparkify ETL, {records[0]['songs']:,} songs, {psutil.cpu_count()} cores")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -338,19 +322,11 @@ def plot(records: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(description="Benchmark etl.py against DuckDB.")
-    parser.add_argument(
-        "--sizes", default=DEFAULT_SIZES, help="event counts, e.g. 100k,1M,4M"
-    )
-    parser.add_argument(
-        "--songs", type=int, default=DEFAULT_SONGS, help="songs (one file each)"
-    )
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="event counts, e.g. 100k,1M,4M")
+    parser.add_argument("--songs", type=int, default=DEFAULT_SONGS, help="songs (one file each)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument(
-        "--repeat", type=int, default=DEFAULT_REPEAT, help="runs per size"
-    )
-    parser.add_argument(
-        "--skip-reference", action="store_true", help="do not run DuckDB"
-    )
+    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="runs per size")
+    parser.add_argument("--skip-reference", action="store_true", help="do not run DuckDB")
     parser.add_argument(
         "--job-args",
         default="",
@@ -367,9 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         # Rewritten after each size so that a long run leaves partial results behind.
         RESULTS_JSON.write_text(json.dumps(records, indent=2))
         plot(records)
-    print(
-        f"\nresults: {RESULTS_JSON.relative_to(REPO)}, chart: {CHART_PNG.relative_to(REPO)}"
-    )
+    print(f"\nresults: {RESULTS_JSON.relative_to(REPO)}, chart: {CHART_PNG.relative_to(REPO)}")
     return 0
 
 

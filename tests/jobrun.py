@@ -76,4 +76,4 @@ def count_lines(root: Path) -> int:
 def table_rows(spark, output: Path, table: str) -> list:
     """A table's rows, sorted, with partition columns included, for whole-table comparison."""
     frame = spark.read.parquet(str(output / table))
-    return sorted(tuple(row) for row in frame.select(sorted(frame.columns)).collect())
+    return sorted((tuple(row) for row in frame.select(sorted(frame.columns)).collect()), key=repr)

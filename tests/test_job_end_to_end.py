@@ -62,7 +62,10 @@ def test_terminal_shows_stages_and_summary_without_spark_noise(sample_run):
     _, _, result = sample_run
     for stage in ("extract", "transform", "load"):
         assert stage in result.stdout
-    assert "songplays" in result.stdout.splitlines()[-9]  # the summary table closes the run
+    lines = result.stdout.splitlines()
+    assert lines[-1].startswith("report: ")  # the summary table closes the run
+    assert "songplays        6,820" in lines
+    assert "events: 8,056 read = 6,820 used + 0 rejected + 1,236 excluded" in lines
     assert " INFO " not in result.stderr
 
 

@@ -25,9 +25,12 @@ import tempfile
 import time
 import traceback
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
+from typing import Callable
 from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -65,6 +68,23 @@ SHUFFLE_PARTITIONS_PER_CORE = 2
 # The event timestamps become calendar fields; any other zone would move plays across
 # hours, days and months, so this one is not negotiable.
 FORCED_SPARK_SETTINGS = {"spark.sql.session.timeZone": UTC}
+
+# S3A settings the job applies when it serves s3a:// (never EMRFS). Retries are bounded so
+# wrong credentials or an unreachable endpoint fail in seconds, not after minutes of backoff;
+# keeping directory markers saves a bulk delete per written file.
+S3A_DEFAULTS = {
+    "fs.s3a.directory.marker.retention": "keep",
+    "fs.s3a.attempts.maximum": "3",
+    "fs.s3a.retry.limit": "3",
+    "fs.s3a.retry.interval": "200ms",
+    "fs.s3a.connection.establish.timeout": "5000",
+    "fs.s3a.connection.timeout": "30000",
+    "fs.s3a.connection.maximum": "96",
+    "fs.s3a.threads.max": "64",
+}
+S3A_FILESYSTEM = "org.apache.hadoop.fs.s3a.S3AFileSystem"
+# Uploads of staged tables run this many PUTs at once: small objects are latency-bound.
+UPLOAD_THREADS = 32
 
 # --- Input: layout and schemas (explicit, never inferred) ---------------------------
 
@@ -144,6 +164,7 @@ PARTITION_COLUMNS = {
     TIME: ("year", "month"),
 }
 REJECTED_DIR = "_rejected"
+SUCCESS_MARKER = "_SUCCESS"
 REPORT_NAME = "_run_report.json"
 DATASETS = ("songs", "events")
 
@@ -333,7 +354,10 @@ def configure_storage(spark: SparkSession, settings: Settings) -> None:
     hadoop = spark.sparkContext._jsc.hadoopConfiguration()
     schemes = {urlparse(uri).scheme.lower() for uri in (settings.input_uri, settings.output_uri)}
     if "s3" in schemes and not hadoop.get("fs.s3.impl"):
-        hadoop.set("fs.s3.impl", "org.apache.hadoop.fs.s3a.S3AFileSystem")
+        hadoop.set("fs.s3.impl", S3A_FILESYSTEM)
+    for key, value in S3A_DEFAULTS.items():
+        if f"spark.hadoop.{key}" not in settings.spark:  # [SPARK] has the last word
+            hadoop.set(key, value)
     if settings.aws["AWS_ACCESS_KEY_ID"]:
         hadoop.set("fs.s3a.access.key", settings.aws["AWS_ACCESS_KEY_ID"])
         hadoop.set("fs.s3a.secret.key", settings.aws["AWS_SECRET_ACCESS_KEY"])
@@ -661,13 +685,79 @@ def table_path(output_uri: str, name: str) -> str:
     return f"{output_uri.rstrip('/')}/{name}"
 
 
-def write_table(table: DataFrame, path: str, partition_columns: tuple) -> None:
+def write_table(table: DataFrame, path: str, partition_columns: tuple = ()) -> None:
     """Overwrite one table; one file per partition folder (or one file when unpartitioned)."""
     layout = table.repartition(*partition_columns) if partition_columns else table.coalesce(1)
     writer = layout.write.mode("overwrite")
     if partition_columns:
         writer = writer.partitionBy(*partition_columns)
     writer.parquet(path)
+
+
+def stages_writes_locally(spark: SparkSession, output_uri: str) -> bool:
+    """Stage on local disk, then upload, when the output is served by S3A and Spark is local.
+
+    S3 has no rename: Hadoop's commit protocol turns every written file into a copy and a
+    delete plus a dozen probes. Written locally and uploaded, each file is one PUT. Only a
+    local-mode driver sees the executors' disk; on a cluster the tables go direct, and on
+    EMR s3:// belongs to EMRFS and its own S3-optimized committer.
+    """
+    if not spark.sparkContext.master.startswith("local"):
+        return False
+    path, fs = hadoop_path(spark, output_uri)
+    return fs.getClass().getName() == S3A_FILESYSTEM
+
+
+def upload_tree(spark: SparkSession, local_root: str, target_uri: str) -> int:
+    """Replace target_uri with the files under local_root: one PUT each, _SUCCESS last.
+
+    Uses S3A's write helper (a single PUT, no existence probes) where this hadoop-aws has it,
+    else the public copyFromLocalFile (four requests per file, still no copies).
+    """
+    jvm = spark.sparkContext._jvm
+    target, fs = hadoop_path(spark, target_uri)
+    fs.delete(target, True)
+    try:
+        helper = fs.getWriteOperationHelper()
+    except Exception:  # a private API that other hadoop-aws versions may lack
+        helper = None
+
+    def put(relative: str) -> None:
+        source = os.path.join(local_root, relative)
+        destination = jvm.org.apache.hadoop.fs.Path(f"{target_uri.rstrip('/')}/{relative}")
+        if helper is not None:
+            helper.putObject(helper.createPutObjectRequest(fs.pathToKey(destination), jvm.java.io.File(source)))
+        else:
+            fs.copyFromLocalFile(False, True, jvm.org.apache.hadoop.fs.Path(f"file://{source}"), destination)
+
+    files = [
+        os.path.relpath(os.path.join(folder, name), local_root)
+        for folder, _, names in os.walk(local_root)
+        for name in names
+        if not name.endswith(".crc") and name != SUCCESS_MARKER
+    ]
+    with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
+        list(pool.map(put, files))
+    if os.path.exists(os.path.join(local_root, SUCCESS_MARKER)):
+        put(SUCCESS_MARKER)
+    return len(files)
+
+
+def write_outputs(spark: SparkSession, writers: dict[str, Callable[[str], None]], output_uri: str) -> None:
+    """Each writer gets its folder under the output: directly, or staged locally and uploaded."""
+    if not stages_writes_locally(spark, output_uri):
+        for relative, write in writers.items():
+            write(f"{output_uri}/{relative}")
+        return
+    staging = tempfile.mkdtemp(prefix=f"{JOB_NAME}-staging-")
+    try:
+        for relative, write in writers.items():
+            local = os.path.join(staging, relative)
+            write(f"file://{local}")
+            uploaded = upload_tree(spark, local, f"{output_uri}/{relative}")
+            log.debug("uploaded %d files to %s/%s", uploaded, output_uri, relative)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_rejects(rejects: DataFrame, path: str) -> None:
@@ -786,11 +876,13 @@ def run(spark: SparkSession, settings: Settings) -> dict:
         matched = tables[SONGPLAYS].filter(F.col("song_id").isNotNull()).count()
 
     with clock.stage("load", f"writing tables to {settings.output_uri}"):
-        for dataset, records in (("songs", songs), ("events", events)):
-            write_rejects(rejected_only(records), f"{settings.output_uri}/{REJECTED_DIR}/{dataset}")
+        writers = {
+            f"{REJECTED_DIR}/{dataset}": partial(write_rejects, rejected_only(records))
+            for dataset, records in (("songs", songs), ("events", events))
+        }
         for name in TABLE_NAMES:
-            write_table(tables[name], table_path(settings.output_uri, name), PARTITION_COLUMNS[name])
-            log.info("%-9s %-9s %s rows", "", name, f"{rows[name]:,}")
+            writers[name] = partial(write_table, tables[name], partition_columns=PARTITION_COLUMNS[name])
+        write_outputs(spark, writers, settings.output_uri)
 
     event_counts = {EXCLUDED_PREFIX + reason: 0 for reason in (NOT_A_SONG_PLAY, LOGGED_OUT)}
     event_counts.update(status["events"])

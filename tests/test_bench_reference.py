@@ -15,6 +15,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jobrun
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,7 +26,6 @@ import duckdb_reference as ref  # noqa: E402
 ETL = REPO / "etl.py"
 GENERATOR = REPO / "tools" / "generate_data.py"
 SHARED_SAMPLE = REPO.parent / "shared" / "data" / "sample"
-JOB_TIMEOUT_S = 600
 GEN_TIMEOUT_S = 300
 GEN_SONGS = 300
 GEN_EVENTS = 5_000
@@ -270,26 +270,12 @@ def write_handcrafted(root: Path) -> Path:
 # ---------------------------------------------------------------- helpers
 def run_job(input_dir: Path, output_dir: Path, report: Path) -> dict:
     """Run etl.py exactly as a user would; return its JSON report."""
-    cmd = [
-        sys.executable,
-        str(ETL),
-        "--input",
-        str(input_dir),
-        "--output",
-        str(output_dir),
-    ]
     # The handcrafted data is mostly edge cases: let rejects through instead of failing.
-    cmd += ["--report", str(report), "--max-reject-rate", MAX_REJECT_RATE]
-    proc = subprocess.run(
-        cmd,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=JOB_TIMEOUT_S,
-        check=False,
+    result = jobrun.run_job(
+        "--input", str(input_dir), "--output", str(output_dir), "--max-reject-rate", MAX_REJECT_RATE, report=report
     )
-    assert proc.returncode == 0, f"etl.py failed:\n{proc.stderr[-4000:]}"
-    return json.loads(report.read_text()) if report.exists() else {}
+    assert result.code == 0, f"etl.py failed:\n{result.stderr[-4000:]}"
+    return result.report or {}
 
 
 def canonical_rows(output_dir: Path, table: str) -> list[tuple]:

@@ -7,43 +7,12 @@ from pathlib import Path
 
 import pytest
 from jobrun import TABLES, count_lines, run_job, tree_digest, write_config
+from records import EVENT, SONG
 
 import etl
 
 pytestmark = pytest.mark.timeout(600)
 
-EVENT = {
-    "artist": "Elena",
-    "auth": "Logged In",
-    "firstName": "Lily",
-    "gender": "F",
-    "itemInSession": 0,
-    "lastName": "Koch",
-    "length": 200.0,
-    "level": "free",
-    "location": "Chicago, IL",
-    "method": "PUT",
-    "page": "NextSong",
-    "registration": 1540000000000.0,
-    "sessionId": 818,
-    "song": "Setanta matins",
-    "status": 200,
-    "ts": 1542240000000,
-    "userAgent": '"Mozilla/5.0"',
-    "userId": "7",
-}
-SONG = {
-    "num_songs": 1,
-    "artist_id": "AR1",
-    "artist_latitude": None,
-    "artist_longitude": None,
-    "artist_location": "",
-    "artist_name": "Elena",
-    "song_id": "SO1",
-    "title": "Setanta matins",
-    "duration": 200.0,
-    "year": 0,
-}
 EVENTS_PER_DAY = 40
 BAD_EVENT_LINES = {
     "{not json": etl.MALFORMED_JSON,

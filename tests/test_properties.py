@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_validation import GOOD_EVENT, GOOD_SONG
+from records import EVENT as GOOD_EVENT
+from records import SONG as GOOD_SONG
 
 import etl
 

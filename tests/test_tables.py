@@ -9,10 +9,10 @@ from pyspark.sql import Row
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
+from records import EVENT, NOV_15, SONG
 
 import etl
 
-NOV_15 = 1542240000000  # 2018-11-15T00:00:00Z in epoch milliseconds
 MINUTE = 60_000
 
 
@@ -23,45 +23,11 @@ def utc(*fields: int) -> datetime:
 
 def event(**values) -> dict:
     """A NextSong event of user 7 with every field of the input schema."""
-    base = {
-        "artist": "Elena",
-        "auth": "Logged In",
-        "firstName": "Lily",
-        "gender": "F",
-        "itemInSession": 0,
-        "lastName": "Koch",
-        "length": 200.0,
-        "level": "paid",
-        "location": "Chicago, IL",
-        "method": "PUT",
-        "page": "NextSong",
-        "registration": 1540000000000.0,
-        "sessionId": 818,
-        "song": "Setanta matins",
-        "status": 200,
-        "ts": NOV_15,
-        "userAgent": "Mozilla/5.0",
-        "userId": "7",
-    }
-    base.update(values)
-    return base
+    return {**EVENT, "userAgent": "Mozilla/5.0", **values}
 
 
 def song(**values) -> dict:
-    base = {
-        "num_songs": 1,
-        "artist_id": "AR1",
-        "artist_latitude": None,
-        "artist_longitude": None,
-        "artist_location": "",
-        "artist_name": "Elena",
-        "song_id": "SO1",
-        "title": "Setanta matins",
-        "duration": 200.0,
-        "year": 0,
-    }
-    base.update(values)
-    return base
+    return {**SONG, **values}
 
 
 @pytest.fixture

@@ -5,41 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from records import EVENT as GOOD_EVENT
+from records import SONG as GOOD_SONG
 
 import etl
-
-GOOD_EVENT = {
-    "artist": "Elena",
-    "auth": "Logged In",
-    "firstName": "Lily",
-    "gender": "F",
-    "itemInSession": 0,
-    "lastName": "Koch",
-    "length": 200.0,
-    "level": "paid",
-    "location": "Chicago, IL",
-    "method": "PUT",
-    "page": "NextSong",
-    "registration": 1540000000000.0,
-    "sessionId": 818,
-    "song": "Setanta matins",
-    "status": 200,
-    "ts": 1542240000000,
-    "userAgent": '"Mozilla/5.0"',
-    "userId": "7",
-}
-GOOD_SONG = {
-    "num_songs": 1,
-    "artist_id": "AR1",
-    "artist_latitude": None,
-    "artist_longitude": None,
-    "artist_location": "",
-    "artist_name": "Elena",
-    "song_id": "SO1",
-    "title": "Setanta matins",
-    "duration": 200.0,
-    "year": 0,
-}
 
 
 def changed(record: dict, **values) -> str:

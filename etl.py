@@ -1017,7 +1017,7 @@ def describe_failure(exc: BaseException) -> tuple[int, str]:
         ("ConnectTimeoutException", "the object store did not answer in time: check [S3] ENDPOINT"),
         ("SdkClientException: Unable to execute HTTP request", "cannot reach the object store: check [S3] ENDPOINT"),
         (
-            "ClassNotFoundException: org.apache.hadoop.fs.s3a.S3AFileSystem",
+            "S3AFileSystem not found",
             "the S3A connector is missing: see 'S3 from a laptop' in README.md",
         ),
         ("UnsupportedFileSystemException", "no file system for this URI scheme: see 'S3 from a laptop' in README.md"),

@@ -192,3 +192,8 @@ def test_crash_while_building_keeps_old_tables(previous_output, stage):
     log_path = result.stderr.split("details: ")[1].rstrip(")\n")
     assert "Traceback" in Path(log_path).read_text()
     assert tree_digest(output) == before
+
+
+def test_s3_without_the_connector_says_how_to_get_it(tmp_path):
+    config = write_config(tmp_path / "dl.cfg", "s3a://sparkify-bucket/in", str(tmp_path / "out"))
+    assert_clear_error(run_job("--config", str(config)), 2, "S3A connector is missing", "README")

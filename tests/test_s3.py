@@ -1,0 +1,367 @@
+"""The job against a real S3 endpoint (moto over HTTP on loopback), run as a user runs it.
+
+s3a:// and s3:// in and out give exactly the tables of a local run; the secret key shows up
+nowhere; the write costs a few requests per file and never a COPY; storage mistakes (wrong
+keys, a missing bucket, an endpoint nobody answers on) end quickly with one line, exit 2,
+and the old tables untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import urllib.parse
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import REPO, shared_dataset
+from infra import CountingProxy, S3Server, _ProxyHandler, free_port, start_s3_server
+from jobrun import TABLES, run_job, table_rows, tree_digest, write_config
+
+pytestmark = pytest.mark.timeout(900)
+
+SAMPLE_DATA = REPO / "sample_data"
+ACCESS_KEY = "AKIASPARKIFYTESTKEY1"
+# Unique per test session, so a hit can only come from this run's configuration.
+SECRET_KEY = f"sparkify-test-secret-{uuid.uuid4().hex}"
+SESSION_TOKEN = f"sparkify-test-token-{uuid.uuid4().hex}"
+MAX_REQUESTS_PER_WRITTEN_FILE = 8
+FAILURE_SECONDS = 120
+UDACITY_FULL = {"songplays": 6820, "users": 97, "songs": 14896, "artists": 9553, "time": 6813}
+UDACITY_MATCHED = 333
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+_request = threading.local()
+
+
+class _BucketCountingHandler(_ProxyHandler):
+    """The proxy's handler, remembering the request's path for the bucket count."""
+
+    def _handle(self) -> None:
+        _request.path = self.path
+        super()._handle()
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+
+class BucketCountingProxy(CountingProxy):
+    """CountingProxy that also counts per bucket: reads of the input and writes of the
+    output are told apart by putting them in different buckets."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.RequestHandlerClass = _BucketCountingHandler
+        self.by_bucket: Counter[tuple[str, str]] = Counter()
+
+    def record(self, kind: str, status: int) -> None:
+        super().record(kind, status)
+        bucket = urllib.parse.urlsplit(getattr(_request, "path", "/")).path.strip("/").split("/")[0]
+        with self._lock:
+            self.by_bucket[bucket, kind] += 1
+
+    def bucket_counts(self, bucket: str) -> dict[str, int]:
+        with self._lock:
+            return {kind: n for (name, kind), n in self.by_bucket.items() if name == bucket}
+
+
+def new_bucket(role: str) -> str:
+    return f"{role}-{uuid.uuid4().hex[:10]}"
+
+
+def s3_config(
+    path: Path,
+    input_uri: str,
+    output_uri: str,
+    endpoint: str,
+    jars: list[Path],
+    secret: str = SECRET_KEY,
+    token: str = "",
+) -> Path:
+    """A dl.cfg for an S3-compatible endpoint: dummy but recognisable keys, path style."""
+    write_config(path, input_uri, output_uri, spark={"spark.jars": ",".join(str(jar) for jar in jars)})
+    text = path.read_text().replace(
+        "AWS_ACCESS_KEY_ID =\nAWS_SECRET_ACCESS_KEY =\nAWS_SESSION_TOKEN =\n",
+        f"AWS_ACCESS_KEY_ID = {ACCESS_KEY}\nAWS_SECRET_ACCESS_KEY = {secret}\nAWS_SESSION_TOKEN = {token}\n",
+    )
+    assert secret in text
+    path.write_text(text + f"\n[S3]\nENDPOINT = {endpoint}\nPATH_STYLE_ACCESS = true\n")
+    return path
+
+
+def list_objects(server: S3Server, bucket: str, prefix: str = "") -> dict[str, str]:
+    """key -> ETag of every object under the prefix."""
+    pages = server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return {obj["Key"]: obj["ETag"] for page in pages for obj in page.get("Contents", [])}
+
+
+def download(server: S3Server, bucket: str, prefix: str, dest: Path) -> Path:
+    """Every object under s3://bucket/prefix/ into dest/ (directory markers skipped)."""
+    client = server.client()
+    prefix = prefix.strip("/") + "/"
+    for key in list_objects(server, bucket, prefix):
+        if key.endswith("/"):
+            continue
+        target = dest / key[len(prefix) :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, key, str(target))
+    return dest
+
+
+def local_run(input_dir: Path, output: Path):
+    """The reference: the same input, local in and out."""
+    result = run_job("--input", str(input_dir), "--output", str(output), report=output.parent / "local-report.json")
+    assert result.code == 0, result.output
+    return result
+
+
+def assert_same_tables(spark, expected: Path, actual: Path) -> None:
+    for table in TABLES:
+        assert table_rows(spark, actual, table) == table_rows(spark, expected, table), table
+
+
+def files_containing(root: Path, needle: str) -> list[str]:
+    """Files below root whose bytes contain needle."""
+    data = needle.encode()
+    return [str(path) for path in root.rglob("*") if path.is_file() and data in path.read_bytes()]
+
+
+def newest_run_log(tmpdir: Path) -> Path:
+    logs = sorted((tmpdir / "sparkify-etl").glob("run-*.log"), key=lambda path: path.stat().st_mtime)
+    assert logs, f"no run log under {tmpdir / 'sparkify-etl'}"
+    return logs[-1]
+
+
+def s3_run(tmp: Path, server: S3Server, input_dir: Path, jars, *, scheme="s3a", endpoint=None, token=""):
+    """Upload input_dir to a fresh bucket and run the job scheme://in -> scheme://out.
+
+    Returns (result, output bucket, downloaded output folder, TMPDIR of the run, seconds).
+    """
+    in_bucket, out_bucket = new_bucket("in"), new_bucket("out")
+    server.upload_tree(input_dir, in_bucket, "data")
+    server.create_bucket(out_bucket)
+    cfg = s3_config(
+        tmp / "dl.cfg",
+        f"{scheme}://{in_bucket}/data",
+        f"{scheme}://{out_bucket}/lake",
+        endpoint or server.endpoint,
+        jars,
+        token=token,
+    )
+    tmpdir = tmp / "tmpdir"
+    tmpdir.mkdir()
+    began = time.monotonic()
+    result = run_job("--config", str(cfg), env={"TMPDIR": str(tmpdir)})
+    seconds = time.monotonic() - began
+    assert result.code == 0, result.output
+    downloaded = download(server, out_bucket, "lake", tmp / "downloaded")
+    return result, out_bucket, downloaded, tmpdir, seconds
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def sample_local(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("sample-local") / "out"
+    local_run(SAMPLE_DATA, output)
+    return output
+
+
+@pytest.fixture(scope="module")
+def sample_s3a(tmp_path_factory, s3_server: S3Server, s3a_jars):
+    """sample_data/ s3a -> s3a through a counting proxy, once for the tests below."""
+    tmp = tmp_path_factory.mktemp("sample-s3a")
+    proxy = BucketCountingProxy(s3_server.endpoint).start()
+    try:
+        result, out_bucket, downloaded, tmpdir, _ = s3_run(
+            tmp, s3_server, SAMPLE_DATA, s3a_jars, endpoint=proxy.endpoint
+        )
+        written = list_objects(s3_server, out_bucket)
+        return {
+            "result": result,
+            "downloaded": downloaded,
+            "tmpdir": tmpdir,
+            "written": written,
+            "write_counts": proxy.bucket_counts(out_bucket),
+            "all_counts": proxy.snapshot(),
+        }
+    finally:
+        proxy.stop()
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def test_s3a_in_s3a_out_equals_a_local_run(sample_s3a, sample_local, spark):
+    assert_same_tables(spark, sample_local, sample_s3a["downloaded"])
+    assert (sample_s3a["downloaded"] / "_run_report.json").is_file()
+    assert all((sample_s3a["downloaded"] / table / "_SUCCESS").is_file() for table in TABLES)
+
+
+def test_s3a_write_is_a_few_requests_per_file_and_no_copy(sample_s3a):
+    counts, written = sample_s3a["write_counts"], sample_s3a["written"]
+    assert written, "nothing was written"
+    assert "COPY" not in sample_s3a["all_counts"], sample_s3a["all_counts"]
+    assert "COPY_PART" not in sample_s3a["all_counts"], sample_s3a["all_counts"]
+    per_file = sum(counts.values()) / len(written)
+    print(
+        f"{len(written)} objects written with {counts} ({per_file:.2f} per file); whole run {sample_s3a['all_counts']}"
+    )
+    assert per_file <= MAX_REQUESTS_PER_WRITTEN_FILE, f"{per_file:.1f} requests per file: {counts}"
+
+
+def test_s3a_run_leaks_no_secret(sample_s3a):
+    result, tmpdir = sample_s3a["result"], sample_s3a["tmpdir"]
+    assert SECRET_KEY not in result.stdout
+    assert SECRET_KEY not in result.stderr
+    assert newest_run_log(tmpdir).is_file()
+    assert files_containing(tmpdir, SECRET_KEY) == []  # run log and any staging leftovers
+    assert (sample_s3a["downloaded"] / "_rejected").is_dir()
+    assert files_containing(sample_s3a["downloaded"], SECRET_KEY) == []  # tables, _rejected, report
+    assert not list(tmpdir.glob("sparkify-etl-staging-*")), "staging folder left behind"
+
+
+def test_s3_scheme_with_session_token(tmp_path, s3_server, s3a_jars, sample_local, spark):
+    """s3:// off EMR is served by S3A; a session token selects temporary credentials."""
+    result, _, downloaded, tmpdir, _ = s3_run(
+        tmp_path, s3_server, SAMPLE_DATA, s3a_jars, scheme="s3", token=SESSION_TOKEN
+    )
+    assert_same_tables(spark, sample_local, downloaded)
+    for secret in (SECRET_KEY, SESSION_TOKEN):
+        assert secret not in result.output
+        assert files_containing(tmpdir, secret) == []
+        assert files_containing(downloaded, secret) == []
+
+
+def test_shared_sample_s3a_equals_a_local_run(tmp_path, s3_server, s3a_jars, spark):
+    data = shared_dataset("sample")
+    local = tmp_path / "local" / "out"
+    local.parent.mkdir()
+    local_run(data, local)
+    (tmp_path / "s3").mkdir()
+    _, _, downloaded, _, _ = s3_run(tmp_path / "s3", s3_server, data, s3a_jars)
+    assert_same_tables(spark, local, downloaded)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_udacity_full_s3a_in_s3a_out(tmp_path, s3_server, s3a_jars, spark):
+    data = shared_dataset("udacity-full")
+    in_bucket, out_bucket = new_bucket("full-in"), new_bucket("full-out")
+    s3_server.upload_tree(data, in_bucket, "data")
+    s3_server.create_bucket(out_bucket)
+    cfg = s3_config(
+        tmp_path / "dl.cfg", f"s3a://{in_bucket}/data", f"s3a://{out_bucket}/lake", s3_server.endpoint, s3a_jars
+    )
+    report = tmp_path / "report.json"
+    result = run_job("--config", str(cfg), report=report, env={"TMPDIR": str(tmp_path)})
+    assert result.code == 0, result.output
+    assert result.report["tables"] == UDACITY_FULL
+    assert result.report["songplays_matched"] == UDACITY_MATCHED
+    assert SECRET_KEY not in result.output
+    written = list_objects(s3_server, out_bucket, "lake/")
+    song_files = [key for key in written if key.startswith("lake/songs/") and key.endswith(".parquet")]
+    assert len(song_files) > 9000  # one per (year, artist_id) folder
+    downloaded = tmp_path / "downloaded"
+    for table in ("songplays", "users", "artists", "time"):
+        download(s3_server, out_bucket, f"lake/{table}", downloaded / table)
+    songplays = table_rows(spark, downloaded, "songplays")
+    assert len(songplays) == UDACITY_FULL["songplays"]
+    for table in ("users", "artists", "time"):
+        assert len(table_rows(spark, downloaded, table)) == UDACITY_FULL[table], table
+    columns = sorted(spark.read.parquet(str(downloaded / "songplays")).columns)
+    song_ids = [row[columns.index("song_id")] for row in songplays]
+    assert sum(song_id is not None for song_id in song_ids) == UDACITY_MATCHED
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def existing_output(root: Path) -> dict[str, str]:
+    """An output folder from an earlier run, to prove a failed run leaves it alone."""
+    for table in TABLES:
+        (root / table).mkdir(parents=True)
+        (root / table / "part-00000.parquet").write_bytes(f"old {table}".encode())
+        (root / table / "_SUCCESS").write_bytes(b"")
+    return tree_digest(root)
+
+
+def assert_clean_storage_failure(result, seconds: float, *names: str) -> None:
+    assert result.code == 2, result.output
+    assert seconds < FAILURE_SECONDS, f"took {seconds:.0f} s"
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    print(f"{seconds:.1f} s, exit {result.code}: {errors[0]}")  # shown by pytest -rA
+    assert any(name in errors[0] for name in names), errors[0]
+    assert "Traceback" not in result.output
+    assert "\tat " not in result.output
+    assert SECRET_KEY not in result.output
+
+
+def failing_run(tmp_path: Path, input_uri: str, endpoint: str, jars) -> tuple:
+    output = tmp_path / "old-output"
+    before = existing_output(output)
+    cfg = s3_config(tmp_path / "dl.cfg", input_uri, str(output), endpoint, jars)
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    began = time.monotonic()
+    result = run_job("--config", str(cfg), env={"TMPDIR": str(tmpdir)}, timeout=FAILURE_SECONDS * 3)
+    seconds = time.monotonic() - began
+    assert tree_digest(output) == before, "the old output was touched"
+    assert files_containing(tmpdir, SECRET_KEY) == []
+    return result, seconds
+
+
+@pytest.fixture(scope="module")
+def s3_server_with_auth():
+    """A second moto server that checks credentials (moto's INITIAL_NO_AUTH_ACTION_COUNT=0):
+    it knows no access key at all, so every request is refused."""
+    previous = os.environ.get("INITIAL_NO_AUTH_ACTION_COUNT")
+    os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
+    try:
+        with start_s3_server() as server:
+            os.environ.pop("INITIAL_NO_AUTH_ACTION_COUNT")
+            yield server
+    finally:
+        if previous is None:
+            os.environ.pop("INITIAL_NO_AUTH_ACTION_COUNT", None)
+        else:
+            os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = previous
+
+
+def test_wrong_credentials(tmp_path, s3_server_with_auth, s3a_jars):
+    bucket = new_bucket("locked")
+    result, seconds = failing_run(tmp_path, f"s3a://{bucket}/data", s3_server_with_auth.endpoint, s3a_jars)
+    assert_clean_storage_failure(result, seconds, bucket)
+    assert "[AWS]" in result.stderr
+
+
+def test_missing_input_bucket(tmp_path, s3_server, s3a_jars):
+    bucket = new_bucket("missing")
+    result, seconds = failing_run(tmp_path, f"s3a://{bucket}/data", s3_server.endpoint, s3a_jars)
+    assert_clean_storage_failure(result, seconds, bucket)
+
+
+def test_missing_output_bucket(tmp_path, s3_server, s3a_jars):
+    in_bucket, out_bucket = new_bucket("in"), new_bucket("missing")
+    s3_server.upload_tree(SAMPLE_DATA, in_bucket, "data")
+    cfg = s3_config(
+        tmp_path / "dl.cfg", f"s3a://{in_bucket}/data", f"s3a://{out_bucket}/lake", s3_server.endpoint, s3a_jars
+    )
+    before = list_objects(s3_server, in_bucket)
+    began = time.monotonic()
+    result = run_job("--config", str(cfg), timeout=FAILURE_SECONDS * 3)
+    assert_clean_storage_failure(result, time.monotonic() - began, out_bucket)
+    assert list_objects(s3_server, in_bucket) == before
+
+
+def test_unreachable_endpoint(tmp_path, s3a_jars):
+    endpoint, bucket = f"http://127.0.0.1:{free_port()}", new_bucket("in")  # nobody listens there
+    result, seconds = failing_run(tmp_path, f"s3a://{bucket}/data", endpoint, s3a_jars)
+    assert_clean_storage_failure(result, seconds, bucket, endpoint)

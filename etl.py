@@ -65,6 +65,18 @@ SPARK_DEFAULTS = {
 # core keeps small runs from drowning in tiny tasks, and adaptive execution merges the rest.
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 SHUFFLE_PARTITIONS_PER_CORE = 2
+# The same for input splits: a few per core, so the last wave of the event files is not
+# one task on one core while the others idle (Spark's default is one split per core).
+MIN_INPUT_PARTITIONS = "spark.sql.files.minPartitionNum"
+INPUT_PARTITIONS_PER_CORE = 4
+# Without Hadoop's native library (pip's PySpark has none) the local file system forks a
+# `chmod` for every file and directory it creates: 3 forks per partition file, 2 execs
+# each. Local output skips the .crc side files (one fork less per file), and a local-mode
+# JVM forks with vfork, which execs chmod directly instead of through jspawnhelper. Never
+# applied to s3:// or hdfs:// output, nor to a cluster's JVMs.
+LOCAL_FILE_SYSTEM = {"spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem"}
+DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+LOCAL_MODE_JAVA_OPTION = "-Djdk.lang.Process.launchMechanism=VFORK"
 # The event timestamps become calendar fields; any other zone would move plays across
 # hours, days and months, so this one is not negotiable.
 FORCED_SPARK_SETTINGS = {"spark.sql.session.timeZone": UTC}
@@ -331,9 +343,14 @@ def create_spark_session(settings: Settings) -> SparkSession:
     """
     ensure_java()
     properties = spark_properties(settings)
+    if urlparse(settings.output_uri).scheme.lower() in LOCAL_SCHEMES:
+        properties = {**LOCAL_FILE_SYSTEM, **properties}
     if not running_under_spark_submit():
         if "spark.master" not in properties:
             properties["spark.master"] = DEFAULT_MASTER
+        if properties["spark.master"].startswith("local"):
+            java_options = properties.get(DRIVER_JAVA_OPTIONS, "")
+            properties[DRIVER_JAVA_OPTIONS] = f"{LOCAL_MODE_JAVA_OPTION} {java_options}".strip()
         launch_args = [arg for key, value in properties.items() for arg in ("--conf", f"{key}={value}")]
         os.environ["PYSPARK_SUBMIT_ARGS"] = " ".join(shlex.quote(arg) for arg in launch_args + ["pyspark-shell"])
     builder = SparkSession.builder.appName(JOB_NAME)
@@ -343,6 +360,8 @@ def create_spark_session(settings: Settings) -> SparkSession:
     spark.sparkContext.setLogLevel("WARN")
     if SHUFFLE_PARTITIONS not in properties:
         spark.conf.set(SHUFFLE_PARTITIONS, str(SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism))
+    if MIN_INPUT_PARTITIONS not in properties:
+        spark.conf.set(MIN_INPUT_PARTITIONS, str(INPUT_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism))
     return spark
 
 
@@ -686,8 +705,16 @@ def table_path(output_uri: str, name: str) -> str:
 
 
 def write_table(table: DataFrame, path: str, partition_columns: tuple = ()) -> None:
-    """Overwrite one table; one file per partition folder (or one file when unpartitioned)."""
-    layout = table.repartition(*partition_columns) if partition_columns else table.coalesce(1)
+    """Overwrite one table; one file per partition folder (or one file when unpartitioned).
+
+    The partition count is explicit: adaptive execution would merge a small table's
+    shuffle into one task, leaving every core but one idle while thousands of files are
+    created (the songs table has a folder per artist).
+    """
+    if partition_columns:
+        layout = table.repartition(table.sparkSession.sparkContext.defaultParallelism, *partition_columns)
+    else:
+        layout = table.coalesce(1)
     writer = layout.write.mode("overwrite")
     if partition_columns:
         writer = writer.partitionBy(*partition_columns)
@@ -862,7 +889,9 @@ def run(spark: SparkSession, settings: Settings) -> dict:
             raise UserError(f"no JSON files under {root}/ (check INPUT_DATA or --input)")
 
     with clock.stage("extract", f"reading and validating {settings.input_uri}"):
-        songs = classify_songs(validate_songs(read_json_lines(spark, song_root))).cache()
+        songs = classify_songs(validate_songs(read_json_lines(spark, song_root)))
+        # one small file per song packs into hundreds of splits; a few per core suffice
+        songs = songs.coalesce(SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism).cache()
         events = classify_events(validate_events(read_json_lines(spark, event_root))).cache()
         status = {"songs": count_by_status(songs), "events": count_by_status(events)}
         log.info(

@@ -25,8 +25,9 @@ import tempfile
 import time
 import traceback
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
@@ -95,14 +96,18 @@ S3A_DEFAULTS = {
     "fs.s3a.threads.max": "64",
 }
 S3A_FILESYSTEM = "org.apache.hadoop.fs.s3a.S3AFileSystem"
-# Uploads of staged tables run this many PUTs at once: small objects are latency-bound.
-UPLOAD_THREADS = 32
+# Small objects are latency-bound: Spark's readers and writers move one file at a time per
+# core. With S3A and a local master the job stages through local disk instead, with this
+# many GETs (input) or PUTs (tables) in flight.
+TRANSFER_THREADS = 32
+COPY_BUFFER_BYTES = 1 << 16
 
 # --- Input: layout and schemas (explicit, never inferred) ---------------------------
 
 SONG_DATA_DIR, LOG_DATA_DIR = "song_data", "log_data"
 INPUT_FILE_GLOB = "*.json"
 CORRUPT_RECORD = "_corrupt_record"
+GLUED_RECORDS = "}{"
 
 SONG_SCHEMA = T.StructType(
     [
@@ -398,18 +403,23 @@ def configure_storage(spark: SparkSession, settings: Settings) -> None:
 # --- Extract: read, parse, validate -----------------------------------------------------
 
 
-def read_json_lines(spark: SparkSession, root: str) -> DataFrame:
+def read_json_lines(spark: SparkSession, root: str, origin: tuple[str, str] | None = None) -> DataFrame:
     """Every line of every *.json file at any depth below root, with the file it came from.
 
     Read as text and parsed with from_json so that each line is exactly one record: a
     malformed line is kept (and later rejected) rather than silently split or dropped.
+    origin (staged prefix, original prefix) names staged files by their original URI.
     """
+    source = F.col("_metadata.file_path")
+    if origin is not None:
+        staged, original = origin
+        source = F.concat(F.lit(original), source.substr(F.lit(len(staged) + 1), F.length(source)))
     return (
         spark.read.option("recursiveFileLookup", "true")
         .option("pathGlobFilter", INPUT_FILE_GLOB)
         .text(root)
         .filter(F.trim(F.col("value")) != "")
-        .select(F.col("value").alias(RAW), F.col("_metadata.file_path").alias(SOURCE_FILE))
+        .select(F.col("value").alias(RAW), source.alias(SOURCE_FILE))
     )
 
 
@@ -434,7 +444,10 @@ def type_checks(schema: T.StructType) -> list[tuple]:
     """A field present in the JSON text but null after parsing had the wrong type."""
     corrupt = F.col(CORRUPT_RECORD).isNotNull()
     not_an_object = corrupt & (F.get_json_object(RAW, "$").isNull() | ~F.ltrim(RAW).startswith("{"))
-    checks = [(not_an_object, MALFORMED_JSON)]
+    # Spark's JSON parser reads the first value of a line and ignores the rest, so a line
+    # holding one record glued to another (a lost newline) would silently lose the second.
+    trailing_text = ~F.rtrim(RAW).endswith("}") | F.col(RAW).contains(GLUED_RECORDS)
+    checks = [(not_an_object | trailing_text, MALFORMED_JSON)]
     for column in schema.fieldNames():
         present = F.get_json_object(RAW, f"$.{column}").isNotNull()
         checks.append((corrupt & F.col(column).isNull() & present, f"{WRONG_TYPE}:{column}"))
@@ -721,18 +734,52 @@ def write_table(table: DataFrame, path: str, partition_columns: tuple = ()) -> N
     writer.parquet(path)
 
 
-def stages_writes_locally(spark: SparkSession, output_uri: str) -> bool:
-    """Stage on local disk, then upload, when the output is served by S3A and Spark is local.
+def stages_through_local_disk(spark: SparkSession, uri: str) -> bool:
+    """Stage on local disk when the URI is served by S3A and Spark is local.
 
-    S3 has no rename: Hadoop's commit protocol turns every written file into a copy and a
-    delete plus a dozen probes. Written locally and uploaded, each file is one PUT. Only a
-    local-mode driver sees the executors' disk; on a cluster the tables go direct, and on
-    EMR s3:// belongs to EMRFS and its own S3-optimized committer.
+    Output: S3 has no rename, so Hadoop's commit protocol turns every written file into a
+    copy and a delete plus a dozen probes; written locally and uploaded, each file is one
+    PUT. Input: thousands of one-record song files are read one at a time per core, each a
+    HEAD and a GET; downloaded many at once, each is one GET. Only a local-mode driver
+    sees the executors' disk; on a cluster Spark reads and writes S3 directly, and on EMR
+    s3:// belongs to EMRFS and its own S3-optimized committer.
     """
     if not spark.sparkContext.master.startswith("local"):
         return False
-    path, fs = hadoop_path(spark, output_uri)
+    path, fs = hadoop_path(spark, uri)
     return fs.getClass().getName() == S3A_FILESYSTEM
+
+
+def download_tree(spark: SparkSession, source_uri: str, local_root: str) -> int:
+    """Copy every *.json file at any depth below source_uri into local_root.
+
+    One flat listing (a request per 1,000 keys, not one per folder) and one GET per file:
+    the listing's status is handed to openFile, so S3A skips its existence probe.
+    """
+    jvm = spark.sparkContext._jvm
+    root, fs = hadoop_path(spark, source_uri)
+    if not fs.exists(root):
+        return 0
+    prefix = fs.makeQualified(root).toString().rstrip("/") + "/"
+    files = []
+    listing = fs.listFiles(root, True)
+    while listing.hasNext():
+        status = listing.next()
+        path = status.getPath().toString()
+        if path.endswith(".json") and path.startswith(prefix):
+            files.append((status, path[len(prefix) :]))
+
+    def fetch(item: tuple) -> None:
+        status, relative = item
+        target = os.path.join(local_root, relative)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        stream = fs.openFile(status.getPath()).withFileStatus(status).build().get()
+        local = jvm.java.io.FileOutputStream(target)
+        jvm.org.apache.hadoop.io.IOUtils.copyBytes(stream, local, COPY_BUFFER_BYTES, True)
+
+    with ThreadPoolExecutor(max_workers=TRANSFER_THREADS) as pool:
+        list(pool.map(fetch, files))
+    return len(files)
 
 
 def upload_tree(spark: SparkSession, local_root: str, target_uri: str) -> int:
@@ -763,7 +810,7 @@ def upload_tree(spark: SparkSession, local_root: str, target_uri: str) -> int:
         for name in names
         if not name.endswith(".crc") and name != SUCCESS_MARKER
     ]
-    with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=TRANSFER_THREADS) as pool:
         list(pool.map(put, files))
     if os.path.exists(os.path.join(local_root, SUCCESS_MARKER)):
         put(SUCCESS_MARKER)
@@ -772,7 +819,7 @@ def upload_tree(spark: SparkSession, local_root: str, target_uri: str) -> int:
 
 def write_outputs(spark: SparkSession, writers: dict[str, Callable[[str], None]], output_uri: str) -> None:
     """Each writer gets its folder under the output: directly, or staged locally and uploaded."""
-    if not stages_writes_locally(spark, output_uri):
+    if not stages_through_local_disk(spark, output_uri):
         for relative, write in writers.items():
             write(f"{output_uri}/{relative}")
         return
@@ -882,17 +929,48 @@ def check_reject_rates(status_counts: dict[str, dict[str, int]], max_rate: float
 def run(spark: SparkSession, settings: Settings) -> dict:
     """Extract and validate, build every table, and only then overwrite the old tables."""
     clock = StageClock()
-    song_root = f"{settings.input_uri}/{SONG_DATA_DIR}"
-    event_root = f"{settings.input_uri}/{LOG_DATA_DIR}"
-    for root in (song_root, event_root):
-        if not has_json_files(spark, root):
-            raise UserError(f"no JSON files under {root}/ (check INPUT_DATA or --input)")
+    with ExitStack() as resources:
+        input_root, origin = settings.input_uri, None
+        if stages_through_local_disk(spark, settings.input_uri):
+            with clock.stage("download", f"copying the JSON files of {settings.input_uri} to local disk"):
+                input_root, origin = resources.enter_context(local_copy(spark, settings.input_uri))
+        return build_and_write(spark, settings, clock, input_root, origin)
+
+
+@contextmanager
+def local_copy(spark: SparkSession, input_uri: str) -> Iterator[tuple[str, tuple[str, str]]]:
+    """A local copy of the input's JSON files, kept until the run ends (caches may re-read it).
+
+    Yields the root to read and the (staged, original) prefixes that map file names back.
+    """
+    staging = tempfile.mkdtemp(prefix=f"{JOB_NAME}-input-")
+    try:
+        copied = {
+            folder: download_tree(spark, f"{input_uri}/{folder}", os.path.join(staging, folder))
+            for folder in (SONG_DATA_DIR, LOG_DATA_DIR)
+        }
+        log.info("%-9s %s song files, %s log files", "", f"{copied[SONG_DATA_DIR]:,}", f"{copied[LOG_DATA_DIR]:,}")
+        staged, original = (hadoop_path(spark, uri)[0].toUri() for uri in (f"file://{staging}", input_uri))
+        # as Spark names files: file:/abs/path, s3a://bucket/key, both percent-encoded
+        yield f"file://{staging}", (f"file:{staged.getRawPath()}", original.toString())
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def build_and_write(
+    spark: SparkSession, settings: Settings, clock: StageClock, input_root: str, origin: tuple[str, str] | None
+) -> dict:
+    for folder in (SONG_DATA_DIR, LOG_DATA_DIR):
+        if not has_json_files(spark, f"{input_root}/{folder}"):
+            raise UserError(f"no JSON files under {settings.input_uri}/{folder}/ (check INPUT_DATA or --input)")
+    song_root = f"{input_root}/{SONG_DATA_DIR}"
+    event_root = f"{input_root}/{LOG_DATA_DIR}"
 
     with clock.stage("extract", f"reading and validating {settings.input_uri}"):
-        songs = classify_songs(validate_songs(read_json_lines(spark, song_root)))
+        songs = classify_songs(validate_songs(read_json_lines(spark, song_root, origin)))
         # one small file per song packs into hundreds of splits; a few per core suffice
         songs = songs.coalesce(SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism).cache()
-        events = classify_events(validate_events(read_json_lines(spark, event_root))).cache()
+        events = classify_events(validate_events(read_json_lines(spark, event_root, origin))).cache()
         status = {"songs": count_by_status(songs), "events": count_by_status(events)}
         log.info(
             "%-9s %s songs, %s events", "", f"{sum(status['songs'].values()):,}", f"{sum(status['events'].values()):,}"

@@ -19,49 +19,18 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 import uuid
-from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from infra import CountingProxy, _ProxyHandler, s3a_jar_paths, start_s3_server  # noqa: E402
+from infra import CountingProxy, s3a_jar_paths, start_s3_server  # noqa: E402
 
 DEFAULT_INPUT = REPO.parent / "shared" / "data" / "udacity-full"
 TARGET_SECONDS = 240
 TARGET_REQUESTS_PER_FILE = 8
 LOAD_SAMPLE_S = 2.0
-
-_request = threading.local()
-
-
-class _Handler(_ProxyHandler):
-    def _handle(self) -> None:
-        _request.path = self.path
-        super()._handle()
-
-    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
-
-
-class BucketCountingProxy(CountingProxy):
-    """CountingProxy that also counts (bucket, kind)."""
-
-    def __init__(self, upstream: str) -> None:
-        super().__init__(upstream)
-        self.RequestHandlerClass = _Handler
-        self.by_bucket: Counter[tuple[str, str]] = Counter()
-
-    def record(self, kind: str, status: int) -> None:
-        super().record(kind, status)
-        bucket = urllib.parse.urlsplit(getattr(_request, "path", "/")).path.strip("/").split("/")[0]
-        with self._lock:
-            self.by_bucket[bucket, kind] += 1
-
-    def bucket_counts(self, bucket: str) -> dict[str, int]:
-        with self._lock:
-            return dict(sorted((kind, n) for (name, kind), n in self.by_bucket.items() if name == bucket))
 
 
 def write_config(path: Path, input_uri: str, output_uri: str, endpoint: str, jars: list[Path]) -> None:
@@ -95,7 +64,7 @@ def main() -> int:
         uploaded = server.upload_tree(args.input, in_bucket, "data")
         upload_s = time.monotonic() - began
         server.create_bucket(out_bucket)
-        proxy = None if args.no_proxy else BucketCountingProxy(server.endpoint).start()
+        proxy = None if args.no_proxy else CountingProxy(server.endpoint).start()
         endpoint = proxy.endpoint if proxy else server.endpoint
         cfg, report = Path(tmp) / "dl.cfg", Path(tmp) / "report.json"
         write_config(cfg, f"s3a://{in_bucket}/data", f"s3a://{out_bucket}/lake", endpoint, jars)

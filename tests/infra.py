@@ -431,13 +431,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         method = self.command
         body = self._read_body()
         kind = classify_s3_request(method, self.path, self.headers)
+        bucket = urllib.parse.urlsplit(self.path).path.strip("/").split("/")[0]
         try:
             resp, payload = self._upstream(method, body)
         except (OSError, http.client.HTTPException) as exc:
-            self.server.record(kind, 599)
+            self.server.record(kind, 599, bucket)
             self.send_error(502, f"upstream failed: {exc}")
             return
-        self.server.record(kind, resp.status)
+        self.server.record(kind, resp.status, bucket)
         self.send_response_only(resp.status, resp.reason)
         for key, value in resp.getheaders():
             lower = key.lower()
@@ -461,11 +462,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
 
 class CountingProxy(ThreadingHTTPServer):
-    """A reverse proxy in front of an S3 endpoint that counts requests by kind.
+    """A reverse proxy in front of a path-style S3 endpoint that counts requests by kind.
 
     Point ``fs.s3a.endpoint`` (or boto3's ``endpoint_url``) at ``proxy.endpoint``; read
-    ``proxy.counts`` (kind -> requests) and ``proxy.statuses`` ((kind, status) -> requests).
-    Bodies are buffered whole, which is fine for test-sized objects.
+    ``proxy.counts`` (kind -> requests), ``proxy.statuses`` ((kind, status) -> requests) and
+    ``proxy.bucket_counts(bucket)``: reads of the input and writes of the output are told
+    apart by putting them in different buckets. Bodies are buffered whole, which is fine
+    for test-sized objects.
     """
 
     daemon_threads = True
@@ -479,15 +482,22 @@ class CountingProxy(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.statuses: Counter[tuple[str, int]] = Counter()
+        self.by_bucket: Counter[tuple[str, str]] = Counter()
         super().__init__((LOCALHOST, 0), _ProxyHandler)
         self.endpoint = f"http://{LOCALHOST}:{self.server_address[1]}"
         self._thread: threading.Thread | None = None
 
-    def record(self, kind: str, status: int) -> None:
+    def record(self, kind: str, status: int, bucket: str = "") -> None:
         """Count one request (called from handler threads)."""
         with self._lock:
             self.counts[kind] += 1
             self.statuses[kind, status] += 1
+            self.by_bucket[bucket, kind] += 1
+
+    def bucket_counts(self, bucket: str) -> dict[str, int]:
+        """kind -> requests for one bucket."""
+        with self._lock:
+            return dict(sorted((kind, n) for (name, kind), n in self.by_bucket.items() if name == bucket))
 
     def snapshot(self) -> dict[str, int]:
         """A copy of the counts, safe to keep while requests go on."""
@@ -505,6 +515,7 @@ class CountingProxy(ThreadingHTTPServer):
         with self._lock:
             self.counts.clear()
             self.statuses.clear()
+            self.by_bucket.clear()
 
     def start(self) -> CountingProxy:
         """Serve in a daemon thread."""

@@ -8,17 +8,16 @@ and the old tables untouched.
 
 from __future__ import annotations
 
+import json
 import os
-import threading
+import shutil
 import time
-import urllib.parse
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import REPO, shared_dataset
-from infra import CountingProxy, S3Server, _ProxyHandler, free_port, start_s3_server
+from infra import CountingProxy, S3Server, free_port, start_s3_server
 from jobrun import TABLES, run_job, table_rows, tree_digest, write_config
 
 pytestmark = pytest.mark.timeout(900)
@@ -35,39 +34,6 @@ UDACITY_MATCHED = 333
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-_request = threading.local()
-
-
-class _BucketCountingHandler(_ProxyHandler):
-    """The proxy's handler, remembering the request's path for the bucket count."""
-
-    def _handle(self) -> None:
-        _request.path = self.path
-        super()._handle()
-
-    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
-
-
-class BucketCountingProxy(CountingProxy):
-    """CountingProxy that also counts per bucket: reads of the input and writes of the
-    output are told apart by putting them in different buckets."""
-
-    def __init__(self, upstream: str) -> None:
-        super().__init__(upstream)
-        self.RequestHandlerClass = _BucketCountingHandler
-        self.by_bucket: Counter[tuple[str, str]] = Counter()
-
-    def record(self, kind: str, status: int) -> None:
-        super().record(kind, status)
-        bucket = urllib.parse.urlsplit(getattr(_request, "path", "/")).path.strip("/").split("/")[0]
-        with self._lock:
-            self.by_bucket[bucket, kind] += 1
-
-    def bucket_counts(self, bucket: str) -> dict[str, int]:
-        with self._lock:
-            return {kind: n for (name, kind), n in self.by_bucket.items() if name == bucket}
 
 
 def new_bucket(role: str) -> str:
@@ -140,7 +106,7 @@ def newest_run_log(tmpdir: Path) -> Path:
 def s3_run(tmp: Path, server: S3Server, input_dir: Path, jars, *, scheme="s3a", endpoint=None, token=""):
     """Upload input_dir to a fresh bucket and run the job scheme://in -> scheme://out.
 
-    Returns (result, output bucket, downloaded output folder, TMPDIR of the run, seconds).
+    Returns (result, input bucket, output bucket, downloaded output folder, TMPDIR of the run).
     """
     in_bucket, out_bucket = new_bucket("in"), new_bucket("out")
     server.upload_tree(input_dir, in_bucket, "data")
@@ -155,40 +121,52 @@ def s3_run(tmp: Path, server: S3Server, input_dir: Path, jars, *, scheme="s3a", 
     )
     tmpdir = tmp / "tmpdir"
     tmpdir.mkdir()
-    began = time.monotonic()
     result = run_job("--config", str(cfg), env={"TMPDIR": str(tmpdir)})
-    seconds = time.monotonic() - began
     assert result.code == 0, result.output
     downloaded = download(server, out_bucket, "lake", tmp / "downloaded")
-    return result, out_bucket, downloaded, tmpdir, seconds
+    return result, in_bucket, out_bucket, downloaded, tmpdir
 
 
 # --------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture(scope="module")
-def sample_local(tmp_path_factory) -> Path:
+def sample_input(tmp_path_factory) -> Path:
+    """The bundled sample plus one malformed event line and one song without a title."""
+    root = tmp_path_factory.mktemp("sample-input") / "data"
+    shutil.copytree(SAMPLE_DATA, root)
+    log_file = sorted((root / "log_data").rglob("*.json"))[0]
+    log_file.write_text(log_file.read_text() + '{"artist": "cut short\n')
+    song_file = sorted((root / "song_data").rglob("*.json"))[0]
+    song_file.write_text(json.dumps({**json.loads(song_file.read_text()), "title": None}) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def sample_local(tmp_path_factory, sample_input) -> Path:
     output = tmp_path_factory.mktemp("sample-local") / "out"
-    local_run(SAMPLE_DATA, output)
+    local_run(sample_input, output)
     return output
 
 
 @pytest.fixture(scope="module")
-def sample_s3a(tmp_path_factory, s3_server: S3Server, s3a_jars):
-    """sample_data/ s3a -> s3a through a counting proxy, once for the tests below."""
+def sample_s3a(tmp_path_factory, s3_server: S3Server, s3a_jars, sample_input):
+    """The sample s3a -> s3a through a counting proxy, once for the tests below."""
     tmp = tmp_path_factory.mktemp("sample-s3a")
-    proxy = BucketCountingProxy(s3_server.endpoint).start()
+    proxy = CountingProxy(s3_server.endpoint).start()
     try:
-        result, out_bucket, downloaded, tmpdir, _ = s3_run(
-            tmp, s3_server, SAMPLE_DATA, s3a_jars, endpoint=proxy.endpoint
+        result, in_bucket, out_bucket, downloaded, tmpdir = s3_run(
+            tmp, s3_server, sample_input, s3a_jars, endpoint=proxy.endpoint
         )
         written = list_objects(s3_server, out_bucket)
         return {
+            "input_uri": f"s3a://{in_bucket}/data",
             "result": result,
             "downloaded": downloaded,
             "tmpdir": tmpdir,
             "written": written,
             "write_counts": proxy.bucket_counts(out_bucket),
+            "read_counts": proxy.bucket_counts(in_bucket),
             "all_counts": proxy.snapshot(),
         }
     finally:
@@ -224,13 +202,42 @@ def test_s3a_run_leaks_no_secret(sample_s3a):
     assert files_containing(tmpdir, SECRET_KEY) == []  # run log and any staging leftovers
     assert (sample_s3a["downloaded"] / "_rejected").is_dir()
     assert files_containing(sample_s3a["downloaded"], SECRET_KEY) == []  # tables, _rejected, report
-    assert not list(tmpdir.glob("sparkify-etl-staging-*")), "staging folder left behind"
+    assert not list(tmpdir.glob("sparkify-etl-staging-*")), "output staging folder left behind"
+    assert not list(tmpdir.glob("sparkify-etl-input-*")), "input staging folder left behind"
 
 
-def test_s3_scheme_with_session_token(tmp_path, s3_server, s3a_jars, sample_local, spark):
+def test_s3a_input_is_listed_flat_and_read_with_one_get_per_file(sample_s3a, sample_input):
+    """Input staged through local disk: no per-folder listing, no existence probe per file."""
+    files = [path for folder in ("song_data", "log_data") for path in (sample_input / folder).rglob("*.json")]
+    counts = sample_s3a["read_counts"]
+    print(f"{len(files)} input files read with {counts}")
+    assert counts.get("GET") == len(files), counts
+    assert counts.get("HEAD", 0) <= 4, counts  # the input folders' existence checks, not per file
+    assert counts.get("LIST", 0) <= 8, counts
+
+
+def rejects_of(output: Path) -> list[dict]:
+    return sorted(
+        (json.loads(line) for path in (output / "_rejected").rglob("*.json") for line in path.read_text().splitlines()),
+        key=lambda record: (record["source_file"], record["reason"]),
+    )
+
+
+def test_rejects_name_the_original_s3_file(sample_s3a, sample_local, sample_input):
+    """Same rejects as a local run, each naming its object in the input bucket."""
+    local_prefix = sample_input.as_uri().replace("file:///", "file:/")
+    expected = [
+        {**record, "source_file": record["source_file"].replace(local_prefix, sample_s3a["input_uri"])}
+        for record in rejects_of(sample_local)
+    ]
+    assert sorted(record["reason"] for record in expected) == ["malformed_json", "missing_field:title"], expected
+    assert rejects_of(sample_s3a["downloaded"]) == expected
+
+
+def test_s3_scheme_with_session_token(tmp_path, s3_server, s3a_jars, sample_input, sample_local, spark):
     """s3:// off EMR is served by S3A; a session token selects temporary credentials."""
-    result, _, downloaded, tmpdir, _ = s3_run(
-        tmp_path, s3_server, SAMPLE_DATA, s3a_jars, scheme="s3", token=SESSION_TOKEN
+    result, _, _, downloaded, tmpdir = s3_run(
+        tmp_path, s3_server, sample_input, s3a_jars, scheme="s3", token=SESSION_TOKEN
     )
     assert_same_tables(spark, sample_local, downloaded)
     for secret in (SECRET_KEY, SESSION_TOKEN):
@@ -245,7 +252,7 @@ def test_shared_sample_s3a_equals_a_local_run(tmp_path, s3_server, s3a_jars, spa
     local.parent.mkdir()
     local_run(data, local)
     (tmp_path / "s3").mkdir()
-    _, _, downloaded, _, _ = s3_run(tmp_path / "s3", s3_server, data, s3a_jars)
+    _, _, _, downloaded, _ = s3_run(tmp_path / "s3", s3_server, data, s3a_jars)
     assert_same_tables(spark, local, downloaded)
 
 

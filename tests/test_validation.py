@@ -32,6 +32,10 @@ EVENT_CASES = [
     ("[1, 2, 3]", etl.MALFORMED_JSON),
     ("42", etl.MALFORMED_JSON),
     ("null", etl.MALFORMED_JSON),
+    (json.dumps(GOOD_EVENT) + '{"ts": 15422', etl.MALFORMED_JSON),  # a lost newline, then a cut record
+    (json.dumps(GOOD_EVENT) + json.dumps(GOOD_EVENT), etl.MALFORMED_JSON),  # two records on one line
+    (json.dumps(GOOD_EVENT) + " trailing", etl.MALFORMED_JSON),
+    (json.dumps(GOOD_EVENT) + "   ", None),
     (changed(GOOD_EVENT, ts="1542240000000"), "wrong_type:ts"),
     (changed(GOOD_EVENT, ts=1.5e12), "wrong_type:ts"),
     (changed(GOOD_EVENT, sessionId="abc"), "wrong_type:sessionId"),

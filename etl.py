@@ -340,28 +340,58 @@ def spark_properties(settings: Settings) -> dict:
     return properties
 
 
-def create_spark_session(settings: Settings) -> SparkSession:
+def spark_log_config(log_path: str) -> str:
+    """A log4j2 file for a JVM the job starts: Spark's warnings go to the run log, not the terminal.
+
+    The terminal is the job's own (progress, summary, one-line errors); Spark still warns,
+    with stack traces, in the run log whose path every failure message gives.
+    """
+    handle, config_path = tempfile.mkstemp(prefix=f"{JOB_NAME}-log4j2-", suffix=".properties")
+    with os.fdopen(handle, "w", encoding="utf-8") as config:
+        config.write(
+            "status = error\n"
+            "rootLogger.level = warn\n"
+            "rootLogger.appenderRef.run_log.ref = run_log\n"
+            "appender.run_log.type = File\n"
+            "appender.run_log.name = run_log\n"
+            f"appender.run_log.fileName = {log_path}\n"
+            "appender.run_log.append = true\n"
+            "appender.run_log.layout.type = PatternLayout\n"
+            "appender.run_log.layout.pattern = %d{yyyy-MM-dd HH:mm:ss,SSS} %p spark %c{1}: %m%n%ex\n"
+        )
+    return config_path
+
+
+def create_spark_session(settings: Settings, log_path: str) -> SparkSession:
     """One session per run. The master comes from spark-submit or [SPARK]; local[*] otherwise.
 
     Under plain `python etl.py` the JVM is started here, so properties that only work at
-    launch (driver memory, jars) go to it through PYSPARK_SUBMIT_ARGS.
+    launch (driver memory, jars, the JVM's log file) go to it through PYSPARK_SUBMIT_ARGS.
+    Under spark-submit the cluster's own logging is left alone.
     """
     ensure_java()
     properties = spark_properties(settings)
     if urlparse(settings.output_uri).scheme.lower() in LOCAL_SCHEMES:
         properties = {**LOCAL_FILE_SYSTEM, **properties}
+    log_config = None
     if not running_under_spark_submit():
         if "spark.master" not in properties:
             properties["spark.master"] = DEFAULT_MASTER
+        log_config = spark_log_config(log_path)
+        java_options = [f"-Dlog4j2.configurationFile={log_config}"]
         if properties["spark.master"].startswith("local"):
-            java_options = properties.get(DRIVER_JAVA_OPTIONS, "")
-            properties[DRIVER_JAVA_OPTIONS] = f"{LOCAL_MODE_JAVA_OPTION} {java_options}".strip()
+            java_options.append(LOCAL_MODE_JAVA_OPTION)
+        properties[DRIVER_JAVA_OPTIONS] = " ".join(java_options + [properties.get(DRIVER_JAVA_OPTIONS, "")]).strip()
         launch_args = [arg for key, value in properties.items() for arg in ("--conf", f"{key}={value}")]
         os.environ["PYSPARK_SUBMIT_ARGS"] = " ".join(shlex.quote(arg) for arg in launch_args + ["pyspark-shell"])
     builder = SparkSession.builder.appName(JOB_NAME)
     for key, value in properties.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    try:
+        spark = builder.getOrCreate()
+    finally:
+        if log_config is not None:
+            os.remove(log_config)  # read once, at the JVM's start
     spark.sparkContext.setLogLevel("WARN")
     if SHUFFLE_PARTITIONS not in properties:
         spark.conf.set(SHUFFLE_PARTITIONS, str(SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism))
@@ -1164,7 +1194,7 @@ def main(argv: list[str] | None = None) -> int:
         redactor.secrets = settings.secrets
         check_locations(settings)
         log.info("%s %s: %s -> %s", JOB_NAME, JOB_VERSION, settings.input_uri, settings.output_uri)
-        spark = create_spark_session(settings)
+        spark = create_spark_session(settings, log_path)
         configure_storage(spark, settings)
         report = run(spark, settings)
         report_text = json.dumps(report, indent=2) + "\n"

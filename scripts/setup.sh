@@ -18,8 +18,10 @@ fi
 supported="3.$oldest-3.12"
 in_range() { "$1" -c "import sys; sys.exit(not (3, $oldest) <= sys.version_info[:2] <= (3, 12))" 2>/dev/null; }
 
+candidates=(python3 python3.12 python3.11 python3.10 python3.9)
+[ -n "${PYTHON:-}" ] && candidates=("$PYTHON")
 python=""
-for candidate in ${PYTHON:-python3 python3.12 python3.11 python3.10 python3.9}; do
+for candidate in "${candidates[@]}"; do
   if command -v "$candidate" >/dev/null 2>&1 && in_range "$candidate"; then
     python=$candidate
     break

@@ -47,7 +47,15 @@ DEFAULT_CONFIG_NAME = "dl.cfg"
 AWS_SECTION, PATHS_SECTION, SPARK_SECTION, S3_SECTION = "AWS", "PATHS", "SPARK", "S3"
 AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 PATH_KEYS = ("INPUT_DATA", "OUTPUT_DATA")
-REQUIRED_SECTIONS = {AWS_SECTION: AWS_KEYS, PATHS_SECTION: PATH_KEYS, SPARK_SECTION: ()}
+S3_KEYS = ("ENDPOINT", "PATH_STYLE_ACCESS")
+# The sections the job reads and the keys each takes (None: any Spark property, case kept).
+# Every section and every key is optional: an absent key is an empty one.
+CONFIG_SECTIONS = {AWS_SECTION: AWS_KEYS, PATHS_SECTION: PATH_KEYS, SPARK_SECTION: None, S3_SECTION: S3_KEYS}
+QUOTES = "'\""
+# configparser copies the keys of [DEFAULT] into every section (AWS keys into [SPARK], and
+# from there onto Spark's command line); a name no real header has turns that off.
+NO_DEFAULT_SECTION = "\0"
+MAX_SHOWN_KEY_LENGTH = 32
 LOCAL_SCHEMES = ("", "file")
 S3_SCHEMES = ("s3", "s3a")
 SUPPORTED_SCHEMES = LOCAL_SCHEMES + S3_SCHEMES + ("hdfs",)
@@ -230,11 +238,18 @@ def default_config_path() -> str:
     return os.path.abspath(DEFAULT_CONFIG_NAME)
 
 
-def read_config(path: str) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None)
+def read_config(path: str) -> dict[str, dict[str, str]]:
+    """The sections of dl.cfg the job reads: names and keys in canonical case, values unquoted.
+
+    Lenient where users' files differ harmlessly (absent sections and keys, quoted values,
+    lowercase names as in ~/.aws/credentials, a BOM); strict where a slip would silently
+    change the credentials or the paths (an unknown key, AWS keys in a section never read).
+    Messages name keys, never values: the Redactor does not know the secrets yet.
+    """
+    parser = configparser.ConfigParser(interpolation=None, default_section=NO_DEFAULT_SECTION)
     parser.optionxform = str  # keep case: Spark property names are case-sensitive
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             parser.read_file(handle)
     except FileNotFoundError:
         raise UserError(
@@ -242,41 +257,151 @@ def read_config(path: str) -> configparser.ConfigParser:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read config file {path}: {exc}") from None
+    except configparser.MissingSectionHeaderError as exc:
+        raise UserError(missing_header_message(path, exc.line)) from None
+    except configparser.DuplicateOptionError as exc:
+        raise UserError(f"config file {path}: [{exc.section}] sets {shown_key(exc.option)} twice") from None
     except configparser.Error as exc:
         first_line = str(exc).splitlines()[0]
         raise UserError(f"config file {path} is not a valid INI file: {first_line}") from None
-    for section, keys in REQUIRED_SECTIONS.items():
-        if not parser.has_section(section):
-            raise UserError(f"config file {path} has no [{section}] section (see dl.cfg in the repository)")
-        for key in keys:
-            if not parser.has_option(section, key):
-                raise UserError(f"config file {path}: [{section}] is missing the key {key} (it may be empty)")
-    return parser
+    config: dict[str, dict[str, str]] = {}
+    written_as: dict[str, str] = {}
+    for name in parser.sections():
+        section = name.strip().upper()
+        if section not in CONFIG_SECTIONS:
+            stray = [key for key in parser[name] if key.strip().upper() in AWS_KEYS]
+            if stray:
+                raise UserError(
+                    f"config file {path}: [{name}] holds {stray[0]}, but AWS keys are read only from"
+                    f" [{AWS_SECTION}]: rename the section to [{AWS_SECTION}]"
+                )
+            log.warning("ignoring [%s] in %s: the job reads only %s", name, path, section_list())
+            continue
+        if section in config:
+            raise UserError(f"config file {path} has both [{written_as[section]}] and [{name}]: keep one")
+        config[section], written_as[section] = section_values(path, section, parser[name]), name
+    return config
+
+
+def section_values(path: str, section: str, items: configparser.SectionProxy) -> dict[str, str]:
+    """One section's keys (upper case, except Spark's) and unquoted values; unknown keys refused."""
+    known = CONFIG_SECTIONS[section]
+    values: dict[str, str] = {}
+    for key, raw in items.items():
+        name = key if known is None else key.strip().upper()
+        if known is not None and name not in known:
+            home = [other for other, keys in CONFIG_SECTIONS.items() if keys is not None and name in keys]
+            hint = f"it belongs in [{home[0]}]" if home else f"[{section}] takes {', '.join(known)}"
+            raise UserError(f"config file {path}: [{section}] has the unknown key {shown_key(key)} ({hint})")
+        if name in values:
+            raise UserError(f"config file {path}: [{section}] sets {name} twice")
+        values[name] = unquoted(raw)
+    return values
+
+
+def section_list() -> str:
+    return ", ".join(f"[{section}]" for section in CONFIG_SECTIONS)
+
+
+def shown_key(key: str) -> str:
+    """A key's name for a message, unless it could be a pasted secret (a bare token line parses as a key).
+
+    Names are words joined by "_", "." or "-", with a digit at most in a short part (S3_BUCKET);
+    keys and tokens are long runs of letters and digits, or hold "/" and "+".
+    """
+    parts = key.replace(".", "_").replace("-", "_").split("_")
+    name_like = all(part.isascii() and (part.isalpha() or (part.isalnum() and len(part) <= 3)) for part in parts)
+    return key if name_like and len(key) <= MAX_SHOWN_KEY_LENGTH else "(not shown: it looks like a value)"
+
+
+def unquoted(value: str) -> str:
+    """The value without surrounding whitespace and one pair of matching quotes around it.
+
+    Many dl.cfg files quote their values (KEY = 'AKIA...'); INI keeps quotes, which would
+    make them part of the key and fail later as an S3 authentication error.
+    """
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in QUOTES:
+        return value[1:-1]
+    return value
+
+
+def missing_header_message(path: str, first_line: str) -> str:
+    """How to fix a file of bare KEY = value lines. The line itself is never shown: it may hold a secret."""
+    key = first_line.split("=", 1)[0].split(":", 1)[0].strip()
+    for section, keys in CONFIG_SECTIONS.items():
+        if (keys is not None and key.upper() in keys) or (keys is None and key.startswith("spark.")):
+            name = key.upper() if keys is not None else "Spark properties"
+            return (
+                f"config file {path} has no section header: its first line must be [{section}], the section of {name}"
+            )
+    return (
+        f"config file {path} has no section header: its first line must be one, e.g. [{AWS_SECTION}]"
+        f" above AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (sections: {section_list()})"
+    )
+
+
+def aws_credentials(config: dict[str, dict[str, str]], path: str) -> dict[str, str]:
+    """The [AWS] keys, all empty (the default AWS chain) when the section is absent.
+
+    A half-given pair would otherwise fail later, as an S3 error far from its cause.
+    """
+    aws = {key: config.get(AWS_SECTION, {}).get(key, "") for key in AWS_KEYS}
+    for key, value in aws.items():
+        if any(char.isspace() or char in QUOTES for char in value):
+            log.warning(
+                "[%s] %s still holds whitespace or quotes after its surrounding quotes were removed;"
+                " AWS keys have neither: check the value in %s (not shown)",
+                AWS_SECTION,
+                key,
+                path,
+            )
+    key_id, secret, token = (aws[key] for key in AWS_KEYS)
+    if bool(key_id) != bool(secret):
+        given, missing = AWS_KEYS[:2] if key_id else AWS_KEYS[1::-1]
+        raise UserError(
+            f"config file {path}: [{AWS_SECTION}] sets {given} but not {missing}:"
+            " set both, or leave both empty to use the default AWS chain"
+        )
+    if token and not key_id:
+        raise UserError(
+            f"config file {path}: [{AWS_SECTION}] sets AWS_SESSION_TOKEN without AWS_ACCESS_KEY_ID and"
+            " AWS_SECRET_ACCESS_KEY: temporary credentials need all three"
+        )
+    return aws
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
+    """Flags win over dl.cfg; with both --input and --output, [PATHS] is not needed."""
     config_path = os.path.abspath(args.config) if args.config else default_config_path()
     config = read_config(config_path)
-    paths = config[PATHS_SECTION]
-    input_uri = (args.input or paths["INPUT_DATA"]).strip()
-    output_uri = (args.output or paths["OUTPUT_DATA"]).strip()
-    for name, value in (("input", input_uri), ("output", output_uri)):
+    paths = config.get(PATHS_SECTION)
+    flags = {"input": args.input, "output": args.output}
+    if paths is None and not all(flags.values()):
+        missing = [role for role, flag in flags.items() if not flag]
+        raise UserError(
+            f"config file {config_path} has no [{PATHS_SECTION}] section: add [{PATHS_SECTION}] with"
+            f" {' and '.join(f'{role.upper()}_DATA' for role in missing)},"
+            f" or pass {' and '.join(f'--{role}' for role in missing)}"
+        )
+    locations = {role: (flag or paths.get(f"{role.upper()}_DATA", "")).strip() for role, flag in flags.items()}
+    for name, value in locations.items():
         if not value:
             raise UserError(f"no {name} location: set {name.upper()}_DATA in [PATHS] of {config_path} or pass --{name}")
     base_dir = os.path.dirname(config_path)
-    s3 = config[S3_SECTION] if config.has_section(S3_SECTION) else {}
+    s3 = config.get(S3_SECTION, {})
     if not 0 <= args.max_reject_rate <= 1:
         raise UserError(f"--max-reject-rate must be between 0 and 1, got {args.max_reject_rate}")
     return Settings(
         config_path=config_path,
-        input_uri=normalize_uri(input_uri, base_dir, "input"),
-        output_uri=normalize_uri(output_uri, base_dir, "output"),
+        input_uri=normalize_uri(locations["input"], base_dir, "input"),
+        output_uri=normalize_uri(locations["output"], base_dir, "output"),
         report_path=os.path.abspath(args.report) if args.report else None,
         max_reject_rate=args.max_reject_rate,
-        aws={key: config[AWS_SECTION].get(key, "").strip() for key in AWS_KEYS},
-        spark={key: value.strip() for key, value in config[SPARK_SECTION].items()},
-        s3_endpoint=s3.get("ENDPOINT", "").strip(),
-        s3_path_style=s3.get("PATH_STYLE_ACCESS", "false").strip().lower() in ("true", "1", "yes"),
+        aws=aws_credentials(config, config_path),
+        spark=config.get(SPARK_SECTION, {}),
+        s3_endpoint=s3.get("ENDPOINT", ""),
+        s3_path_style=s3.get("PATH_STYLE_ACCESS", "false").lower() in ("true", "1", "yes"),
     )
 
 

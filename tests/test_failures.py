@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,11 @@ import etl
 pytestmark = pytest.mark.timeout(600)
 
 EVENTS_PER_DAY = 40
+# The dl.cfg many users already have: [AWS] with the two keys, quoted, no session token; the
+# paths come from the command line. Dummy keys (local paths only), unique to spot any leak.
+TEST_KEY_ID = "AKIATESTFAILURES0001"
+TEST_SECRET = f"failures-secret-{uuid.uuid4().hex}"
+MINIMAL_CONFIG = f"[AWS]\nAWS_ACCESS_KEY_ID = '{TEST_KEY_ID}'\nAWS_SECRET_ACCESS_KEY = \"{TEST_SECRET}\"\n"
 BAD_EVENT_LINES = {
     "{not json": etl.MALFORMED_JSON,
     json.dumps({**EVENT, "ts": "yesterday"}): "wrong_type:ts",
@@ -73,14 +79,31 @@ def test_missing_config_file(tmp_path):
 
 def test_config_that_is_not_ini(tmp_path):
     config = tmp_path / "dl.cfg"
-    config.write_text("INPUT_DATA = x\n")
+    config.write_text("[AWS]\na line without an equals sign\n")
     assert_clear_error(run_job("--config", str(config)), 2, "not a valid INI file")
+
+
+def test_config_without_a_section_header_names_the_first_line(tmp_path):
+    """As some published solutions expect: bare keys. Refused, saying what the first line must be."""
+    config = tmp_path / "dl.cfg"
+    config.write_text(f"AWS_ACCESS_KEY_ID={TEST_KEY_ID}\nAWS_SECRET_ACCESS_KEY={TEST_SECRET}\n")
+    result = run_job("--config", str(config), "--input", "in", "--output", "out")
+    assert_clear_error(result, 2, "no section header", "its first line must be [AWS]")
+    assert TEST_SECRET not in result.output and TEST_KEY_ID not in result.output
 
 
 def test_config_missing_a_section(tmp_path):
     config = tmp_path / "dl.cfg"
     config.write_text("[AWS]\nAWS_ACCESS_KEY_ID=\nAWS_SECRET_ACCESS_KEY=\nAWS_SESSION_TOKEN=\n[SPARK]\n")
     assert_clear_error(run_job("--config", str(config)), 2, "[PATHS]")
+
+
+def test_aws_section_alone_needs_every_path_as_a_flag(tmp_path):
+    config = tmp_path / "dl.cfg"
+    config.write_text(MINIMAL_CONFIG)
+    result = run_job("--config", str(config), "--input", str(tmp_path / "in"))
+    assert_clear_error(result, 2, "no [PATHS] section", "OUTPUT_DATA", "--output")
+    assert TEST_SECRET not in result.output
 
 
 def test_config_missing_a_key(tmp_path):
@@ -116,6 +139,29 @@ def test_verbose_shows_the_stack(tmp_path):
     result = run_job("--config", str(tmp_path / "nope.cfg"), "--verbose")
     assert result.code == 2
     assert "Traceback" in result.stderr
+
+
+# --- configurations users already have ------------------------------------------------------------
+
+
+def test_minimal_config_with_quoted_keys_and_the_paths_as_flags(tmp_path, good_input):
+    config = tmp_path / "dl.cfg"
+    config.write_text(MINIMAL_CONFIG)
+    output = tmp_path / "out"
+    result = run_job(
+        "--config", str(config), "--input", str(good_input), "--output", str(output), env={"TMPDIR": str(tmp_path)}
+    )
+    assert result.code == 0, result.output
+    assert result.stderr == ""
+    assert "still holds whitespace or quotes" not in result.stdout  # the quotes were taken off
+    assert all((output / table).is_dir() for table in TABLES)
+    report = json.loads((output / etl.REPORT_NAME).read_text())
+    assert report["tables"]["songplays"] == 2 * EVENTS_PER_DAY
+    assert report["accounting"]["events"]["read"] == count_lines(good_input / "log_data")
+    (run_log,) = (tmp_path / "sparkify-etl").glob("run-*.log")
+    for secret in (TEST_SECRET, TEST_KEY_ID):
+        assert secret not in result.output
+        assert secret not in run_log.read_text()
 
 
 # --- bad records: rejected with reasons, accounted for --------------------------------------------

@@ -115,7 +115,13 @@ COPY_BUFFER_BYTES = 1 << 16
 SONG_DATA_DIR, LOG_DATA_DIR = "song_data", "log_data"
 INPUT_FILE_GLOB = "*.json"
 CORRUPT_RECORD = "_corrupt_record"
-GLUED_RECORDS = "}{"
+# JSON's whitespace; a line that starts with "{" and whose only "}" is its end is one object.
+STARTS_AN_OBJECT = r"^[ \t\r\n]*\{"
+ONLY_BRACE_CLOSES_THE_LINE = r"^[ \t\r\n]*\{[^}]*\}[ \t\r\n]*$"
+# A line wrapped as the only element of an array, and as the only value of an object (a
+# struct, not a map: a repeated key must not make the parse fail): see one_object_per_line.
+AS_ARRAY_ELEMENT = T.ArrayType(T.StringType())
+AS_OBJECT_VALUE = T.StructType([T.StructField("value", T.StringType())])
 LINE_BREAK = r"\r\n|\r|\n"  # as Hadoop's line reader splits
 
 SONG_SCHEMA = T.StructType(
@@ -607,14 +613,36 @@ def first_failure(checks: list[tuple]) -> F.Column:
     return reason
 
 
+def one_object_per_line() -> F.Column:
+    """True when the line is one JSON object and nothing after it but whitespace.
+
+    Spark's JSON parser reads the first value of a line and ignores the rest, so a line
+    holding one record glued to another (a lost newline, with or without a space or comma
+    between them) would silently lose the second. Looking for "}{" in the text also rejects
+    valid records whose strings hold "}{", and misses "} {" and "},{".
+
+    Exact and cheap in two steps. A line that starts with "{" and holds a single "}", at
+    its end, is one object (or malformed, which the parser reports): a nested object would
+    need a "}" of its own, so any other "{" is inside a string. That regex costs about what
+    the old "}{" test did. Other lines (braces in strings, nested objects, glued records) are
+    read again by the same parser, with the record's options, wrapped as [line] and as
+    {"value": line}: anything after the first value makes one of them fail, or the array
+    longer than 1. The array alone misses text starting with "]" (it closes the array
+    early), the object alone text starting with "}"; both are needed. Strings never confuse
+    it, since the parser reads them.
+    """
+    raw = F.col(RAW)
+    one_array_element = F.size(F.from_json(F.concat(F.lit("["), raw, F.lit("]")), AS_ARRAY_ELEMENT)) == 1
+    one_object_value = F.from_json(F.concat(F.lit('{"value": '), raw, F.lit("}")), AS_OBJECT_VALUE)["value"].isNotNull()
+    reparsed = raw.rlike(STARTS_AN_OBJECT) & one_array_element & one_object_value
+    return raw.rlike(ONLY_BRACE_CLOSES_THE_LINE) | F.coalesce(reparsed, F.lit(False))
+
+
 def type_checks(schema: T.StructType) -> list[tuple]:
     """A field present in the JSON text but null after parsing had the wrong type."""
     corrupt = F.col(CORRUPT_RECORD).isNotNull()
     not_an_object = corrupt & (F.get_json_object(RAW, "$").isNull() | ~F.ltrim(RAW).startswith("{"))
-    # Spark's JSON parser reads the first value of a line and ignores the rest, so a line
-    # holding one record glued to another (a lost newline) would silently lose the second.
-    trailing_text = ~F.rtrim(RAW).endswith("}") | F.col(RAW).contains(GLUED_RECORDS)
-    checks = [(not_an_object | trailing_text, MALFORMED_JSON)]
+    checks = [(not_an_object | ~one_object_per_line(), MALFORMED_JSON)]
     for column in schema.fieldNames():
         present = F.get_json_object(RAW, f"$.{column}").isNotNull()
         checks.append((corrupt & F.col(column).isNull() & present, f"{WRONG_TYPE}:{column}"))

@@ -19,6 +19,33 @@ def without(record: dict, key: str) -> str:
     return json.dumps({name: value for name, value in record.items() if name != key})
 
 
+# Text a valid record's strings may hold: none of it is a second record.
+BRACES_IN_STRINGS = ["}{", "} {", "{", "}", '"}{"', "x}\t{y", "{}", '{"a": 1}{"b": 2}', "é}{漢 🎵", "\\}{\\"]
+
+
+def glued(record: dict) -> list[str]:
+    """The record with a second one (or text) after it on the same line: only the first would be read."""
+    one, other = json.dumps(record), json.dumps({**record, "title": "}{", "song": "} {"})
+    return [
+        one + other,
+        one + " " + other,
+        one + "\t" + other,
+        one + "  \t " + other,
+        one + "," + other,
+        one + ", " + other,
+        one + "," + one,
+        one + "]",
+        one + "}",
+        one + "]" + other,
+        one + "}]" + other,
+        one + " x}",
+        one + '"text"',
+        one + " 5",
+        one + " []",
+        one + " null",
+    ]
+
+
 def reasons(spark, validate, lines: list[str]) -> list:
     frame = spark.createDataFrame([(line, "file:/in/x.json") for line in lines], [etl.RAW, etl.SOURCE_FILE])
     return [row[etl.REASON] for row in validate(frame).collect()]
@@ -36,6 +63,12 @@ EVENT_CASES = [
     (json.dumps(GOOD_EVENT) + json.dumps(GOOD_EVENT), etl.MALFORMED_JSON),  # two records on one line
     (json.dumps(GOOD_EVENT) + " trailing", etl.MALFORMED_JSON),
     (json.dumps(GOOD_EVENT) + "   ", None),
+    *[(line, etl.MALFORMED_JSON) for line in glued(GOOD_EVENT)],
+    *[(changed(GOOD_EVENT, song=text), None) for text in BRACES_IN_STRINGS],
+    (changed(GOOD_EVENT, song="}{", artist="} {", location="{", userAgent="}"), None),
+    (json.dumps(GOOD_EVENT, ensure_ascii=False) + "\t", None),
+    (json.dumps({**GOOD_EVENT, "extra": {"a": [1, {"b": "}{"}], "c": {}}}), None),  # nested, not glued
+    (json.dumps({**GOOD_EVENT, "extra": {"a": [1, {}]}}) + "{}", etl.MALFORMED_JSON),
     (changed(GOOD_EVENT, ts="1542240000000"), "wrong_type:ts"),
     (changed(GOOD_EVENT, ts=1.5e12), "wrong_type:ts"),
     (changed(GOOD_EVENT, sessionId="abc"), "wrong_type:sessionId"),
@@ -67,6 +100,10 @@ SONG_CASES = [
     (changed(GOOD_SONG, artist_id="  "), "missing_field:artist_id"),
     (changed(GOOD_SONG, duration="3:20"), "wrong_type:duration"),
     (changed(GOOD_SONG, year="1999"), "wrong_type:year"),
+    *[(changed(GOOD_SONG, title=text), None) for text in BRACES_IN_STRINGS],
+    (changed(GOOD_SONG, title="}{", artist_name="} {", artist_location="{", song_id="}"), None),
+    (json.dumps({**GOOD_SONG, "title": "}{"}, ensure_ascii=False, indent=None, separators=(",", ":")), None),
+    *[(line, etl.MALFORMED_JSON) for line in glued(GOOD_SONG)],
 ]
 
 

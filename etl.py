@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import glob
+import hashlib
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,11 +75,32 @@ SHUFFLE_PARTITIONS_PER_CORE = 2
 MIN_INPUT_PARTITIONS = "spark.sql.files.minPartitionNum"
 INPUT_PARTITIONS_PER_CORE = 4
 # Without Hadoop's native library (pip's PySpark has none) the local file system forks a
-# `chmod` for every file and directory it creates: 3 forks per partition file, 2 execs
-# each. Local output skips the .crc side files (one fork less per file), and a local-mode
-# JVM forks with vfork, which execs chmod directly instead of through jspawnhelper. Never
-# applied to s3:// or hdfs:// output, nor to a cluster's JVMs.
-LOCAL_FILE_SYSTEM = {"spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem"}
+# `chmod` for every file and directory it creates (thousands for the songs table). A
+# JVM the job starts in local mode instead uses a subclass of Hadoop's raw local file
+# system that sets the same modes through java.nio; it is compiled once by the Janino
+# compiler that ships in Spark's jars (no JDK needed) and cached. If that cannot be
+# built, the job falls back to the raw local file system (no .crc side files) with
+# vfork'd chmods. Never applied to s3:// or hdfs:// paths, nor to a cluster's JVMs.
+FILE_SYSTEM_IMPL = "spark.hadoop.fs.file.impl"
+RAW_LOCAL_FILE_SYSTEM = "org.apache.hadoop.fs.RawLocalFileSystem"
+NO_FORK_FILE_SYSTEM = "sparkify.NoForkLocalFileSystem"
+NO_FORK_FILE_SYSTEM_SOURCE = """package sparkify;
+
+public class NoForkLocalFileSystem extends org.apache.hadoop.fs.RawLocalFileSystem {
+    public void setPermission(org.apache.hadoop.fs.Path path, org.apache.hadoop.fs.permission.FsPermission permission)
+            throws java.io.IOException {
+        String mode = permission.getUserAction().SYMBOL + permission.getGroupAction().SYMBOL
+            + permission.getOtherAction().SYMBOL;
+        java.nio.file.Files.setPosixFilePermissions(
+            pathToFile(path).toPath(), java.nio.file.attribute.PosixFilePermissions.fromString(mode));
+    }
+}
+"""
+JANINO_COMPILER = "org.codehaus.commons.compiler.samples.CompilerDemo"
+JANINO_JARS = ("janino-*.jar", "commons-compiler-*.jar")
+COMPILE_TIMEOUT_S = 120
+CACHE_DIR_VARIABLE = "SPARKIFY_ETL_CACHE"
+DRIVER_CLASS_PATH = "spark.driver.extraClassPath"
 DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 LOCAL_MODE_JAVA_OPTION = "-Djdk.lang.Process.launchMechanism=VFORK"
 # The event timestamps become calendar fields; any other zone would move plays across
@@ -181,6 +206,13 @@ PARTITION_COLUMNS = {
     ARTISTS: (),
     TIME: ("year", "month"),
 }
+# Each table's rows are sorted by this key inside its files (time for the facts).
+SORT_KEYS = {SONGPLAYS: "start_time", USERS: "user_id", SONGS: "song_id", ARTISTS: "artist_id", TIME: "start_time"}
+# File sizes: at most this many rows per file (about 100-200 MB of parquet for songplays),
+# and a task per core only once each gets this many rows.
+ROWS_PER_FILE = 4_000_000
+MIN_ROWS_PER_TASK = 200_000
+MANY_FOLDER_TABLES = (SONGS,)
 REJECTED_DIR = "_rejected"
 SUCCESS_MARKER = "_SUCCESS"
 REPORT_NAME = "_run_report.json"
@@ -372,8 +404,6 @@ def create_spark_session(settings: Settings, log_path: str) -> SparkSession:
     """
     ensure_java()
     properties = spark_properties(settings)
-    if urlparse(settings.output_uri).scheme.lower() in LOCAL_SCHEMES:
-        properties = {**LOCAL_FILE_SYSTEM, **properties}
     log_config = None
     if not running_under_spark_submit():
         if "spark.master" not in properties:
@@ -382,6 +412,7 @@ def create_spark_session(settings: Settings, log_path: str) -> SparkSession:
         java_options = [f"-Dlog4j2.configurationFile={log_config}"]
         if properties["spark.master"].startswith("local"):
             java_options.append(LOCAL_MODE_JAVA_OPTION)
+            properties = with_local_file_system(properties)
         properties[DRIVER_JAVA_OPTIONS] = " ".join(java_options + [properties.get(DRIVER_JAVA_OPTIONS, "")]).strip()
         launch_args = [arg for key, value in properties.items() for arg in ("--conf", f"{key}={value}")]
         os.environ["PYSPARK_SUBMIT_ARGS"] = " ".join(shlex.quote(arg) for arg in launch_args + ["pyspark-shell"])
@@ -399,6 +430,58 @@ def create_spark_session(settings: Settings, log_path: str) -> SparkSession:
     if MIN_INPUT_PARTITIONS not in properties:
         spark.conf.set(MIN_INPUT_PARTITIONS, str(INPUT_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism))
     return spark
+
+
+def with_local_file_system(properties: dict) -> dict:
+    """Local-mode properties with the fork-free local file system, unless [SPARK] chose one."""
+    if FILE_SYSTEM_IMPL in properties:
+        return properties
+    classes = no_fork_file_system()
+    if classes is None:
+        return {**properties, FILE_SYSTEM_IMPL: RAW_LOCAL_FILE_SYSTEM}
+    class_path = os.pathsep.join(filter(None, [classes, properties.get(DRIVER_CLASS_PATH, "")]))
+    return {**properties, FILE_SYSTEM_IMPL: NO_FORK_FILE_SYSTEM, DRIVER_CLASS_PATH: class_path}
+
+
+def no_fork_file_system(spark_home: str | None = None) -> str | None:
+    """A class folder holding NoForkLocalFileSystem, compiled on first use; None if it cannot be."""
+    try:
+        from pyspark.find_spark_home import _find_spark_home
+
+        jars_dir = os.path.join(spark_home or _find_spark_home(), "jars")
+        jars = sorted(glob.glob(os.path.join(jars_dir, "*.jar")))
+        compiler = [next(iter(glob.glob(os.path.join(jars_dir, pattern))), "") for pattern in JANINO_JARS]
+        java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
+        if not all(compiler):
+            raise FileNotFoundError(f"no Janino compiler in {jars_dir}")
+        digest = hashlib.sha256("\n".join([NO_FORK_FILE_SYSTEM_SOURCE, *map(os.path.basename, jars)]).encode())
+        cache_root = os.environ.get(CACHE_DIR_VARIABLE) or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), JOB_NAME
+        )
+        classes = os.path.join(cache_root, f"local-fs-{digest.hexdigest()[:16]}")
+        if os.path.exists(os.path.join(classes, *NO_FORK_FILE_SYSTEM.split(".")) + ".class"):
+            return classes
+        os.makedirs(cache_root, exist_ok=True)
+        build = tempfile.mkdtemp(prefix="build-", dir=cache_root)
+        try:
+            source = os.path.join(build, "NoForkLocalFileSystem.java")
+            with open(source, "w", encoding="utf-8") as handle:
+                handle.write(NO_FORK_FILE_SYSTEM_SOURCE)
+            command = [java, "-cp", os.pathsep.join(compiler), JANINO_COMPILER, "-d", os.path.join(build, "out")]
+            command += ["-classpath", os.pathsep.join(jars), source]
+            subprocess.run(command, check=True, capture_output=True, timeout=COMPILE_TIMEOUT_S)
+            try:
+                os.replace(os.path.join(build, "out"), classes)  # atomic: concurrent runs race safely
+            except OSError:
+                if not os.path.isdir(classes):
+                    raise
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+        return classes
+    except Exception as exc:  # any failure means today's slower path, never a failed run
+        detail = exc.stderr.decode(errors="replace").strip()[-300:] if getattr(exc, "stderr", None) else exc
+        log.warning("local writes fork chmod per file: the fork-free file system could not be built (%s)", detail)
+        return None
 
 
 def configure_storage(spark: SparkSession, settings: Settings) -> None:
@@ -613,8 +696,10 @@ def with_songplay_ids(plays: DataFrame) -> DataFrame:
 def with_matched_song(plays: DataFrame, songs: DataFrame) -> DataFrame:
     """song_id/artist_id of the catalogue song with the play's title and artist.
 
-    Candidates are grouped per (title, artist) first, so the broadcast join can never
-    multiply plays; ties go to the closest duration, then the smallest song_id.
+    Candidates are grouped per (title, artist) first, so the join can never multiply
+    plays; ties go to the closest duration, then the smallest song_id. No broadcast hint:
+    Spark broadcasts the candidates while they are small (autoBroadcastJoinThreshold) and
+    sort-merge joins a catalogue too large for every executor's memory.
     """
     candidates = songs.groupBy(F.col("title").alias("_title"), F.col("artist_name").alias("_artist")).agg(
         F.collect_list(F.struct("duration", "song_id", "artist_id")).alias("_candidates")
@@ -629,7 +714,7 @@ def with_matched_song(plays: DataFrame, songs: DataFrame) -> DataFrame:
     ranked = F.transform("_candidates", rank)
     match = (F.col("song") == F.col("_title")) & (F.col("artist") == F.col("_artist"))
     return (
-        plays.join(F.broadcast(candidates), on=match, how="left")
+        plays.join(candidates, on=match, how="left")
         .withColumn("_best", F.array_min(ranked))
         .withColumn("song_id", F.col("_best.song_id"))
         .withColumn("artist_id", F.col("_best.artist_id"))
@@ -759,18 +844,32 @@ def table_path(output_uri: str, name: str) -> str:
     return f"{output_uri.rstrip('/')}/{name}"
 
 
-def write_table(table: DataFrame, path: str, partition_columns: tuple = ()) -> None:
-    """Overwrite one table; one file per partition folder (or one file when unpartitioned).
+def write_tasks(name: str, rows: int, cores: int) -> int:
+    """How many tasks write a table: by size, and one per core once there is work to share.
 
-    The partition count is explicit: adaptive execution would merge a small table's
-    shuffle into one task, leaving every core but one idle while thousands of files are
-    created (the songs table has a folder per artist).
+    Each task writes about rows / tasks rows, so no task writes more than its share and
+    no file exceeds ROWS_PER_FILE rows. Small tables stay in few files (a file per core of
+    a few hundred rows helps nobody), except tables with a folder per key (songs: one per
+    artist), where the cost is creating files, not rows.
     """
-    if partition_columns:
-        layout = table.repartition(table.sparkSession.sparkContext.defaultParallelism, *partition_columns)
-    else:
-        layout = table.coalesce(1)
-    writer = layout.write.mode("overwrite")
+    by_size = math.ceil(rows / ROWS_PER_FILE)
+    by_cores = cores if name in MANY_FOLDER_TABLES else min(cores, math.ceil(rows / MIN_ROWS_PER_TASK))
+    return max(1, by_size, by_cores)
+
+
+def write_table(table: DataFrame, path: str, name: str, rows: int, mode: str = "overwrite") -> None:
+    """Write one table, its rows range-partitioned over write_tasks tasks.
+
+    Range partitioning on (partition columns, sort key) splits a large partition folder
+    (a month of plays) over several tasks of equal size, packs small folders together,
+    and keeps each task to a contiguous run of folders, so a folder is in one or two
+    files; rows are sorted by the key inside each file, so readers can skip row groups.
+    """
+    partition_columns = PARTITION_COLUMNS[name]
+    order = [*partition_columns, SORT_KEYS[name]]
+    tasks = write_tasks(name, rows, table.sparkSession.sparkContext.defaultParallelism)
+    layout = table.repartitionByRange(tasks, *order).sortWithinPartitions(*order)
+    writer = layout.write.mode(mode)
     if partition_columns:
         writer = writer.partitionBy(*partition_columns)
     writer.parquet(path)
@@ -1030,7 +1129,7 @@ def build_and_write(
             for dataset, records in (("songs", songs), ("events", events))
         }
         for name in TABLE_NAMES:
-            writers[name] = partial(write_table, tables[name], partition_columns=PARTITION_COLUMNS[name])
+            writers[name] = partial(write_table, tables[name], name=name, rows=rows[name])
         write_outputs(spark, writers, settings.output_uri)
 
     event_counts = {EXCLUDED_PREFIX + reason: 0 for reason in (NOT_A_SONG_PLAY, LOGGED_OUT)}

@@ -177,9 +177,12 @@ EVENT_REQUIRED = ("ts", "userId", "sessionId", "itemInSession", "page")
 SONG_PLAY_PAGE = "NextSong"
 LOGGED_OUT_USER_ID = ""
 USER_ID_PATTERN = r"^[0-9]+$"
-# songplay_id = ts * ID_SLOTS_PER_MS + rank of the play within its millisecond. ts is
-# capped so the product stays inside a signed 64-bit integer.
-ID_SLOTS_PER_MS = 1 << 19
+# Copies of one event that differ: after the first file, the first by these columns.
+PLAY_COPY_ORDER = ("level", "song", "artist", "length", "location", "userAgent")
+# songplay_id is the play's identity, ts (13 digits, zero-padded, so ids sort in time
+# order), user, session and item: unique by construction, the same in every run and
+# mode, and never changed by plays that arrive later.
+SONGPLAY_ID_FORMAT = "%013d-%d-%d-%d"
 MAX_TS_MS = (1 << 43) - 1  # 2248-10-30: anything later is a corrupt clock, not a play
 
 # Reasons a record is rejected or excluded; they name the report's counters.
@@ -213,6 +216,62 @@ SORT_KEYS = {SONGPLAYS: "start_time", USERS: "user_id", SONGS: "song_id", ARTIST
 ROWS_PER_FILE = 4_000_000
 MIN_ROWS_PER_TASK = 200_000
 MANY_FOLDER_TABLES = (SONGS,)
+# The tables' contract: columns and types in this order (partition columns included).
+TABLE_SCHEMAS = {
+    SONGPLAYS: T.StructType(
+        [
+            T.StructField("songplay_id", T.StringType()),
+            T.StructField("start_time", T.TimestampType()),
+            T.StructField("user_id", T.IntegerType()),
+            T.StructField("level", T.StringType()),
+            T.StructField("song_id", T.StringType()),
+            T.StructField("artist_id", T.StringType()),
+            T.StructField("session_id", T.IntegerType()),
+            T.StructField("location", T.StringType()),
+            T.StructField("user_agent", T.StringType()),
+            T.StructField("year", T.IntegerType()),
+            T.StructField("month", T.IntegerType()),
+        ]
+    ),
+    USERS: T.StructType(
+        [
+            T.StructField("user_id", T.IntegerType()),
+            T.StructField("first_name", T.StringType()),
+            T.StructField("last_name", T.StringType()),
+            T.StructField("gender", T.StringType()),
+            T.StructField("level", T.StringType()),
+        ]
+    ),
+    SONGS: T.StructType(
+        [
+            T.StructField("song_id", T.StringType()),
+            T.StructField("title", T.StringType()),
+            T.StructField("artist_id", T.StringType()),
+            T.StructField("year", T.IntegerType()),
+            T.StructField("duration", T.DoubleType()),
+        ]
+    ),
+    ARTISTS: T.StructType(
+        [
+            T.StructField("artist_id", T.StringType()),
+            T.StructField("name", T.StringType()),
+            T.StructField("location", T.StringType()),
+            T.StructField("latitude", T.DoubleType()),
+            T.StructField("longitude", T.DoubleType()),
+        ]
+    ),
+    TIME: T.StructType(
+        [
+            T.StructField("start_time", T.TimestampType()),
+            T.StructField("hour", T.IntegerType()),
+            T.StructField("day", T.IntegerType()),
+            T.StructField("week", T.IntegerType()),
+            T.StructField("month", T.IntegerType()),
+            T.StructField("year", T.IntegerType()),
+            T.StructField("weekday", T.IntegerType()),
+        ]
+    ),
+}
 REJECTED_DIR = "_rejected"
 SUCCESS_MARKER = "_SUCCESS"
 REPORT_NAME = "_run_report.json"
@@ -669,18 +728,23 @@ def song_play_events(events: DataFrame) -> DataFrame:
     return events.filter((F.col("page") == SONG_PLAY_PAGE) & (F.col("userId") != LOGGED_OUT_USER_ID))
 
 
-def with_songplay_ids(plays: DataFrame) -> DataFrame:
-    """Drop redelivered events and number the rest: both from one shuffle by ts.
+def songplay_id() -> F.Column:
+    return F.format_string(
+        SONGPLAY_ID_FORMAT, F.col("ts"), F.col("user_id"), F.col("sessionId"), F.col("itemInSession")
+    )
 
-    Within a millisecond, plays are ordered by (user, session, item); identical keys are
-    redeliveries and the first copy (by the remaining columns) is kept. The id is
-    ts * 2^19 + rank within the millisecond: unique, stable across runs, time-ordered.
+
+def with_songplay_ids(plays: DataFrame) -> DataFrame:
+    """Drop redelivered events (one shuffle by ts) and give each play its id.
+
+    The same (user, session, item, ts) delivered more than once is one play: the copy
+    from the first file (by path) is kept, then the first by the remaining columns. First
+    delivered wins so that a daily run, which keeps what it published before, keeps the
+    copy a full run keeps.
     """
     identity = [F.col("user_id"), F.col("sessionId"), F.col("itemInSession")]
-    copy_order = [
-        F.col(name).asc_nulls_first() for name in ("level", "song", "artist", "length", "location", "userAgent")
-    ]
-    by_identity = Window.partitionBy("ts").orderBy(*identity)
+    delivery = [SOURCE_FILE] if SOURCE_FILE in plays.columns else []
+    copy_order = [F.col(name).asc_nulls_first() for name in (*delivery, *PLAY_COPY_ORDER)]
     by_copy = Window.partitionBy("ts").orderBy(*identity, *copy_order)
     key = F.struct(*identity)
     previous = F.lag(key).over(by_copy)
@@ -688,7 +752,7 @@ def with_songplay_ids(plays: DataFrame) -> DataFrame:
         plays.withColumn("user_id", as_user_id("userId"))
         .withColumn("_previous", previous)
         .filter(F.col("_previous").isNull() | ~F.col("_previous").eqNullSafe(key))
-        .withColumn("songplay_id", F.col("ts") * ID_SLOTS_PER_MS + F.row_number().over(by_identity) - 1)
+        .withColumn("songplay_id", songplay_id())
         .drop("_previous")
     )
 
@@ -730,7 +794,7 @@ def build_songplays(events: DataFrame, songs: DataFrame) -> DataFrame:
         .transform(with_songplay_ids)
         .transform(lambda plays: with_matched_song(plays, songs))
         .select(
-            F.col("songplay_id").cast(T.LongType()),
+            F.col("songplay_id"),
             start_time.alias("start_time"),
             F.col("user_id").cast(T.IntegerType()),
             F.col("level"),

@@ -1,30 +1,41 @@
 #!/usr/bin/env python3
 """Sparkify data lake ETL: song and event JSON in, a star schema as partitioned parquet out.
 
-    python etl.py [--config dl.cfg] [--input URI] [--output URI] [--report FILE]
+    python etl.py [--config dl.cfg] [--input URI] [--output URI] [--report FILE] [--incremental]
     spark-submit --files dl.cfg etl.py [same flags]
 
+Without --incremental a run rebuilds every table from all input (a full refresh); with it,
+a daily run reads only the files no earlier run processed and merges them into the
+published tables, with the same result as a full run (README: Daily runs).
+
 One self-contained script, because this file is what a user ships to a cluster. Reading
-order: configuration, input schemas, extract (parse and validate), transform (one builder
-per table), load (writes), then the command line. Exit codes: 0 success, 1 unexpected
+order: configuration, input and output schemas, extract (parse and validate), transform
+(one builder per table), the merge rules of daily runs, then the plumbing: writes, input
+listing, state, lock, the run, the command line. Exit codes: 0 success, 1 unexpected
 failure (details in the run log), 2 a mistake the user can fix (config, flags, paths,
-credentials), 3 too many rejected input records.
+credentials, another run holding the output's lock), 3 too many rejected input records.
 """
 
 from __future__ import annotations
 
 import argparse
 import configparser
+import glob
+import hashlib
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
 import traceback
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -32,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from typing import Callable
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -56,6 +67,8 @@ QUOTES = "'\""
 # from there onto Spark's command line); a name no real header has turns that off.
 NO_DEFAULT_SECTION = "\0"
 MAX_SHOWN_KEY_LENGTH = 32
+# An unknown [AWS] key with one of these in its name is a credential the job would miss.
+CREDENTIAL_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD")
 LOCAL_SCHEMES = ("", "file")
 S3_SCHEMES = ("s3", "s3a")
 SUPPORTED_SCHEMES = LOCAL_SCHEMES + S3_SCHEMES + ("hdfs",)
@@ -79,11 +92,32 @@ SHUFFLE_PARTITIONS_PER_CORE = 2
 MIN_INPUT_PARTITIONS = "spark.sql.files.minPartitionNum"
 INPUT_PARTITIONS_PER_CORE = 4
 # Without Hadoop's native library (pip's PySpark has none) the local file system forks a
-# `chmod` for every file and directory it creates: 3 forks per partition file, 2 execs
-# each. Local output skips the .crc side files (one fork less per file), and a local-mode
-# JVM forks with vfork, which execs chmod directly instead of through jspawnhelper. Never
-# applied to s3:// or hdfs:// output, nor to a cluster's JVMs.
-LOCAL_FILE_SYSTEM = {"spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem"}
+# `chmod` for every file and directory it creates (thousands for the songs table). A
+# JVM the job starts in local mode instead uses a subclass of Hadoop's raw local file
+# system that sets the same modes through java.nio; it is compiled once by the Janino
+# compiler that ships in Spark's jars (no JDK needed) and cached. If that cannot be
+# built, the job falls back to the raw local file system (no .crc side files) with
+# vfork'd chmods. Never applied to s3:// or hdfs:// paths, nor to a cluster's JVMs.
+FILE_SYSTEM_IMPL = "spark.hadoop.fs.file.impl"
+RAW_LOCAL_FILE_SYSTEM = "org.apache.hadoop.fs.RawLocalFileSystem"
+NO_FORK_FILE_SYSTEM = "sparkify.NoForkLocalFileSystem"
+NO_FORK_FILE_SYSTEM_SOURCE = """package sparkify;
+
+public class NoForkLocalFileSystem extends org.apache.hadoop.fs.RawLocalFileSystem {
+    public void setPermission(org.apache.hadoop.fs.Path path, org.apache.hadoop.fs.permission.FsPermission permission)
+            throws java.io.IOException {
+        String mode = permission.getUserAction().SYMBOL + permission.getGroupAction().SYMBOL
+            + permission.getOtherAction().SYMBOL;
+        java.nio.file.Files.setPosixFilePermissions(
+            pathToFile(path).toPath(), java.nio.file.attribute.PosixFilePermissions.fromString(mode));
+    }
+}
+"""
+JANINO_COMPILER = "org.codehaus.commons.compiler.samples.CompilerDemo"
+JANINO_JARS = ("janino-*.jar", "commons-compiler-*.jar")
+COMPILE_TIMEOUT_S = 120
+CACHE_DIR_VARIABLE = "SPARKIFY_ETL_CACHE"
+DRIVER_CLASS_PATH = "spark.driver.extraClassPath"
 DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 LOCAL_MODE_JAVA_OPTION = "-Djdk.lang.Process.launchMechanism=VFORK"
 # The event timestamps become calendar fields; any other zone would move plays across
@@ -113,7 +147,17 @@ COPY_BUFFER_BYTES = 1 << 16
 # --- Input: layout and schemas (explicit, never inferred) ---------------------------
 
 SONG_DATA_DIR, LOG_DATA_DIR = "song_data", "log_data"
-INPUT_FILE_GLOB = "*.json"
+SONGS_DATASET, EVENTS_DATASET = "songs", "events"
+DATASETS = (SONGS_DATASET, EVENTS_DATASET)
+DATASET_FOLDERS = {SONGS_DATASET: SONG_DATA_DIR, EVENTS_DATASET: LOG_DATA_DIR}
+# JSON lines, plain or compressed with a codec Hadoop decodes by its extension (lz4 and
+# snappy in Hadoop's own framing, as Hadoop and Kinesis Firehose's HADOOP_SNAPPY write them).
+PLAIN_JSON_SUFFIX = ".json"
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".deflate", ".lz4", ".snappy")
+INPUT_SUFFIXES = (PLAIN_JSON_SUFFIX, *(PLAIN_JSON_SUFFIX + suffix for suffix in COMPRESSED_SUFFIXES))
+PLAIN_JSON_GLOB = "*" + PLAIN_JSON_SUFFIX
+COMPRESSED_JSON_GLOB = "*.{" + ",".join(suffix[1:] for suffix in INPUT_SUFFIXES[1:]) + "}"
+INPUT_FILE_GLOB = "*.{" + ",".join(suffix[1:] for suffix in INPUT_SUFFIXES) + "}"
 CORRUPT_RECORD = "_corrupt_record"
 # JSON's whitespace; a line that starts with "{" and whose only "}" is its end is one object.
 STARTS_AN_OBJECT = r"^[ \t\r\n]*\{"
@@ -166,9 +210,12 @@ EVENT_REQUIRED = ("ts", "userId", "sessionId", "itemInSession", "page")
 SONG_PLAY_PAGE = "NextSong"
 LOGGED_OUT_USER_ID = ""
 USER_ID_PATTERN = r"^[0-9]+$"
-# songplay_id = ts * ID_SLOTS_PER_MS + rank of the play within its millisecond. ts is
-# capped so the product stays inside a signed 64-bit integer.
-ID_SLOTS_PER_MS = 1 << 19
+# Copies of one event that differ: after the first file, the first by these columns.
+PLAY_COPY_ORDER = ("level", "song", "artist", "length", "location", "userAgent")
+# songplay_id is the play's identity, ts (13 digits, zero-padded, so ids sort in time
+# order), user, session and item: unique by construction, the same in every run and
+# mode, and never changed by plays that arrive later.
+SONGPLAY_ID_FORMAT = "%013d-%d-%d-%d"
 MAX_TS_MS = (1 << 43) - 1  # 2248-10-30: anything later is a corrupt clock, not a play
 
 # Reasons a record is rejected or excluded; they name the report's counters.
@@ -182,7 +229,13 @@ LOGGED_OUT = "logged_out"
 DUPLICATE_EVENT = "duplicate_event"
 DUPLICATE_SONG_ID = "duplicate_song_id"
 REJECTED_PREFIX, EXCLUDED_PREFIX, CANDIDATE = "rejected:", "excluded:", "candidate"
+ALREADY_PUBLISHED = "already_published"
 REASON, STATUS, RAW, SOURCE_FILE = "_reason", "_status", "_raw", "_source_file"
+REDELIVERED, PUBLISHED, LATEST = "_redelivered", "_published", "latest"
+READ, USED = "read", "used"
+LINES_SCHEMA = T.StructType([T.StructField(RAW, T.StringType()), T.StructField(SOURCE_FILE, T.StringType())])
+# A user's latest event: the greatest of these, in this order (then the remaining values).
+USER_LATEST_FIELDS = ("ts", "sessionId", "itemInSession", "level", "firstName", "lastName", "gender")
 
 # --- Output ---------------------------------------------------------------------------
 
@@ -195,10 +248,94 @@ PARTITION_COLUMNS = {
     ARTISTS: (),
     TIME: ("year", "month"),
 }
+# Each table's rows are sorted by this key inside its files (time for the facts).
+SORT_KEYS = {SONGPLAYS: "start_time", USERS: "user_id", SONGS: "song_id", ARTISTS: "artist_id", TIME: "start_time"}
+# File sizes: at most this many rows per file (about 100-200 MB of parquet for songplays),
+# and a task per core only once each gets this many rows.
+ROWS_PER_FILE = 4_000_000
+MIN_ROWS_PER_TASK = 200_000
+MANY_FOLDER_TABLES = (SONGS,)
+# The tables' contract: columns and types in this order (partition columns included).
+TABLE_SCHEMAS = {
+    SONGPLAYS: T.StructType(
+        [
+            T.StructField("songplay_id", T.StringType()),
+            T.StructField("start_time", T.TimestampType()),
+            T.StructField("user_id", T.IntegerType()),
+            T.StructField("level", T.StringType()),
+            T.StructField("song_id", T.StringType()),
+            T.StructField("artist_id", T.StringType()),
+            T.StructField("session_id", T.IntegerType()),
+            T.StructField("location", T.StringType()),
+            T.StructField("user_agent", T.StringType()),
+            T.StructField("year", T.IntegerType()),
+            T.StructField("month", T.IntegerType()),
+        ]
+    ),
+    USERS: T.StructType(
+        [
+            T.StructField("user_id", T.IntegerType()),
+            T.StructField("first_name", T.StringType()),
+            T.StructField("last_name", T.StringType()),
+            T.StructField("gender", T.StringType()),
+            T.StructField("level", T.StringType()),
+        ]
+    ),
+    SONGS: T.StructType(
+        [
+            T.StructField("song_id", T.StringType()),
+            T.StructField("title", T.StringType()),
+            T.StructField("artist_id", T.StringType()),
+            T.StructField("year", T.IntegerType()),
+            T.StructField("duration", T.DoubleType()),
+        ]
+    ),
+    ARTISTS: T.StructType(
+        [
+            T.StructField("artist_id", T.StringType()),
+            T.StructField("name", T.StringType()),
+            T.StructField("location", T.StringType()),
+            T.StructField("latitude", T.DoubleType()),
+            T.StructField("longitude", T.DoubleType()),
+        ]
+    ),
+    TIME: T.StructType(
+        [
+            T.StructField("start_time", T.TimestampType()),
+            T.StructField("hour", T.IntegerType()),
+            T.StructField("day", T.IntegerType()),
+            T.StructField("week", T.IntegerType()),
+            T.StructField("month", T.IntegerType()),
+            T.StructField("year", T.IntegerType()),
+            T.StructField("weekday", T.IntegerType()),
+        ]
+    ),
+}
 REJECTED_DIR = "_rejected"
+RUN_ID_COLUMN = "run_id"  # _rejected/<dataset>/run_id=<run>/: every run's rejects kept
 SUCCESS_MARKER = "_SUCCESS"
 REPORT_NAME = "_run_report.json"
-DATASETS = ("songs", "events")
+SKIPPED_FILES_SHOWN = 10
+HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+# A daily run reads the partition folders its rows fall into by name; past this many it
+# reads the table's key column instead.
+MAX_PARTITION_FOLDERS = 1000
+FULL, INCREMENTAL = "full", "incremental"
+REPLACED, APPENDED, UNTOUCHED = "replaced", "appended", "untouched"
+
+# What runs processed and the merge bases daily runs continue from: <output>/_state/.
+#   runs/<run_id>.files.jsonl  the input files the run processed (path, size, time, ETag)
+#   runs/<run_id>.json         the run's manifest, written last: its existence commits the run
+#   catalogue/<run_id>/        one record per song_id with its artist fields (parquet)
+#   users/<run_id>/            each user's latest event (parquet)
+STATE_DIR = "_state"
+STATE_VERSION = 1
+RUNS_DIR = "runs"
+MANIFEST_SUFFIX = ".json"
+FILES_SUFFIX = ".files.jsonl"
+CATALOGUE_STATE, USERS_STATE = "catalogue", "users"
+LOCK_NAME = "_lock"
+DEFAULT_STALE_LOCK_MINUTES = 720.0
 
 # Tests set this to a stage name to prove that a crash there leaves the old tables intact.
 FAULT_INJECTION_VARIABLE = "SPARKIFY_ETL_FAIL_IN_STAGE"
@@ -230,6 +367,8 @@ class Settings:
     spark: dict = field(default_factory=dict)
     s3_endpoint: str = ""
     s3_path_style: bool = False
+    incremental: bool = False
+    stale_lock_minutes: float = DEFAULT_STALE_LOCK_MINUTES
 
     @property
     def secrets(self) -> list[str]:
@@ -248,8 +387,9 @@ def read_config(path: str) -> dict[str, dict[str, str]]:
     """The sections of dl.cfg the job reads: names and keys in canonical case, values unquoted.
 
     Lenient where users' files differ harmlessly (absent sections and keys, quoted values,
-    lowercase names as in ~/.aws/credentials, a BOM); strict where a slip would silently
-    change the credentials or the paths (an unknown key, AWS keys in a section never read).
+    lowercase names as in ~/.aws/credentials, a BOM, keys it does not read); strict where a
+    slip would silently change the credentials or the paths (a credential under another
+    name, a key in the wrong section, AWS keys in a section never read).
     Messages name keys, never values: the Redactor does not know the secrets yet.
     """
     parser = configparser.ConfigParser(interpolation=None, default_section=NO_DEFAULT_SECTION)
@@ -290,15 +430,24 @@ def read_config(path: str) -> dict[str, dict[str, str]]:
 
 
 def section_values(path: str, section: str, items: configparser.SectionProxy) -> dict[str, str]:
-    """One section's keys (upper case, except Spark's) and unquoted values; unknown keys refused."""
+    """One section's keys (upper case, except Spark's) and unquoted values.
+
+    A key the job does not read is ignored with a warning (AWS_REGION, say), unless
+    ignoring it would silently change the credentials or the paths: a key of another
+    section, a credential under another name (KEY, SECRET), or a pasted value.
+    """
     known = CONFIG_SECTIONS[section]
     values: dict[str, str] = {}
     for key, raw in items.items():
         name = key if known is None else key.strip().upper()
         if known is not None and name not in known:
             home = [other for other, keys in CONFIG_SECTIONS.items() if keys is not None and name in keys]
-            hint = f"it belongs in [{home[0]}]" if home else f"[{section}] takes {', '.join(known)}"
-            raise UserError(f"config file {path}: [{section}] has the unknown key {shown_key(key)} ({hint})")
+            credential = section == AWS_SECTION and any(word in name for word in CREDENTIAL_WORDS)
+            if home or credential or shown_key(key) != key:
+                hint = f"it belongs in [{home[0]}]" if home else f"[{section}] takes {', '.join(known)}"
+                raise UserError(f"config file {path}: [{section}] has the unknown key {shown_key(key)} ({hint})")
+            log.warning("ignoring %s in [%s] of %s: the job reads only %s there", key, section, path, ", ".join(known))
+            continue
         if name in values:
             raise UserError(f"config file {path}: [{section}] sets {name} twice")
         values[name] = unquoted(raw)
@@ -396,6 +545,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
             raise UserError(f"no {name} location: set {name.upper()}_DATA in [PATHS] of {config_path} or pass --{name}")
     base_dir = os.path.dirname(config_path)
     s3 = config.get(S3_SECTION, {})
+    if args.stale_lock_minutes <= 0:
+        raise UserError(f"--stale-lock-minutes must be positive, got {args.stale_lock_minutes:g}")
     if not 0 <= args.max_reject_rate <= 1:
         raise UserError(f"--max-reject-rate must be between 0 and 1, got {args.max_reject_rate}")
     return Settings(
@@ -408,6 +559,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
         spark=config.get(SPARK_SECTION, {}),
         s3_endpoint=s3.get("ENDPOINT", ""),
         s3_path_style=s3.get("PATH_STYLE_ACCESS", "false").lower() in ("true", "1", "yes"),
+        incremental=args.incremental,
+        stale_lock_minutes=args.stale_lock_minutes,
     )
 
 
@@ -503,8 +656,6 @@ def create_spark_session(settings: Settings, log_path: str) -> SparkSession:
     """
     ensure_java()
     properties = spark_properties(settings)
-    if urlparse(settings.output_uri).scheme.lower() in LOCAL_SCHEMES:
-        properties = {**LOCAL_FILE_SYSTEM, **properties}
     log_config = None
     if not running_under_spark_submit():
         if "spark.master" not in properties:
@@ -513,6 +664,7 @@ def create_spark_session(settings: Settings, log_path: str) -> SparkSession:
         java_options = [f"-Dlog4j2.configurationFile={log_config}"]
         if properties["spark.master"].startswith("local"):
             java_options.append(LOCAL_MODE_JAVA_OPTION)
+            properties = with_local_file_system(properties)
         properties[DRIVER_JAVA_OPTIONS] = " ".join(java_options + [properties.get(DRIVER_JAVA_OPTIONS, "")]).strip()
         launch_args = [arg for key, value in properties.items() for arg in ("--conf", f"{key}={value}")]
         os.environ["PYSPARK_SUBMIT_ARGS"] = " ".join(shlex.quote(arg) for arg in launch_args + ["pyspark-shell"])
@@ -530,6 +682,58 @@ def create_spark_session(settings: Settings, log_path: str) -> SparkSession:
     if MIN_INPUT_PARTITIONS not in properties:
         spark.conf.set(MIN_INPUT_PARTITIONS, str(INPUT_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism))
     return spark
+
+
+def with_local_file_system(properties: dict) -> dict:
+    """Local-mode properties with the fork-free local file system, unless [SPARK] chose one."""
+    if FILE_SYSTEM_IMPL in properties:
+        return properties
+    classes = no_fork_file_system()
+    if classes is None:
+        return {**properties, FILE_SYSTEM_IMPL: RAW_LOCAL_FILE_SYSTEM}
+    class_path = os.pathsep.join(filter(None, [classes, properties.get(DRIVER_CLASS_PATH, "")]))
+    return {**properties, FILE_SYSTEM_IMPL: NO_FORK_FILE_SYSTEM, DRIVER_CLASS_PATH: class_path}
+
+
+def no_fork_file_system(spark_home: str | None = None) -> str | None:
+    """A class folder holding NoForkLocalFileSystem, compiled on first use; None if it cannot be."""
+    try:
+        from pyspark.find_spark_home import _find_spark_home
+
+        jars_dir = os.path.join(spark_home or _find_spark_home(), "jars")
+        jars = sorted(glob.glob(os.path.join(jars_dir, "*.jar")))
+        compiler = [next(iter(glob.glob(os.path.join(jars_dir, pattern))), "") for pattern in JANINO_JARS]
+        java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
+        if not all(compiler):
+            raise FileNotFoundError(f"no Janino compiler in {jars_dir}")
+        digest = hashlib.sha256("\n".join([NO_FORK_FILE_SYSTEM_SOURCE, *map(os.path.basename, jars)]).encode())
+        cache_root = os.environ.get(CACHE_DIR_VARIABLE) or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), JOB_NAME
+        )
+        classes = os.path.join(cache_root, f"local-fs-{digest.hexdigest()[:16]}")
+        if os.path.exists(os.path.join(classes, *NO_FORK_FILE_SYSTEM.split(".")) + ".class"):
+            return classes
+        os.makedirs(cache_root, exist_ok=True)
+        build = tempfile.mkdtemp(prefix="build-", dir=cache_root)
+        try:
+            source = os.path.join(build, "NoForkLocalFileSystem.java")
+            with open(source, "w", encoding="utf-8") as handle:
+                handle.write(NO_FORK_FILE_SYSTEM_SOURCE)
+            command = [java, "-cp", os.pathsep.join(compiler), JANINO_COMPILER, "-d", os.path.join(build, "out")]
+            command += ["-classpath", os.pathsep.join(jars), source]
+            subprocess.run(command, check=True, capture_output=True, timeout=COMPILE_TIMEOUT_S)
+            try:
+                os.replace(os.path.join(build, "out"), classes)  # atomic: concurrent runs race safely
+            except OSError:
+                if not os.path.isdir(classes):
+                    raise
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+        return classes
+    except Exception as exc:  # any failure means today's slower path, never a failed run
+        detail = exc.stderr.decode(errors="replace").strip()[-300:] if getattr(exc, "stderr", None) else exc
+        log.warning("local writes fork chmod per file: the fork-free file system could not be built (%s)", detail)
+        return None
 
 
 def configure_storage(spark: SparkSession, settings: Settings) -> None:
@@ -566,33 +770,49 @@ def configure_storage(spark: SparkSession, settings: Settings) -> None:
 
 
 def read_json_lines(
-    spark: SparkSession, root: str, origin: tuple[str, str] | None = None, small_files: bool = False
+    spark: SparkSession,
+    root: str,
+    origin: tuple[str, str] | None = None,
+    small_files: bool = False,
+    only: list[str] | None = None,
+    compressed: bool = True,
 ) -> DataFrame:
-    """Every line of every *.json file at any depth below root, with the file it came from.
+    """Every line of the input files at any depth below root, with the file it came from.
 
     Read as text and parsed with from_json so that each line is exactly one record: a
     malformed line is kept (and later rejected) rather than silently split or dropped.
-    small_files reads each file whole and splits it into lines: for thousands of one-record
-    song files that is several times faster than the line reader's per-file set-up (each
-    file must stay under 2 GB). origin (staged prefix, original prefix) names staged files
-    by their original URI.
+    Compressed files (.json.gz and the other codecs Hadoop decodes by extension) go
+    through the line reader. small_files reads plain files whole and splits them into
+    lines: for thousands of one-record song files that is several times faster than the
+    line reader's per-file set-up (each file must stay under 2 GB). only restricts the
+    read to these files (as Spark names them); Spark prunes the others before reading.
+    origin (staged prefix, original prefix) names staged files by their original URI.
     """
     source = F.col("_metadata.file_path")
     if origin is not None:
         staged, original = origin
         source = F.concat(F.lit(original), source.substr(F.lit(len(staged) + 1), F.length(source)))
-    reader = spark.read.option("recursiveFileLookup", "true").option("pathGlobFilter", INPUT_FILE_GLOB)
-    if small_files:
-        lines = (
-            reader.format("binaryFile")
+
+    def files(reader_format: str, glob: str) -> DataFrame:
+        frame = (
+            spark.read.format(reader_format)
+            .option("recursiveFileLookup", "true")
+            .option("pathGlobFilter", glob)
             .load(root)
-            .select(
-                F.explode(F.split(F.col("content").cast(T.StringType()), LINE_BREAK)).alias(RAW),
-                source.alias(SOURCE_FILE),
-            )
         )
+        return frame if only is None else frame.filter(F.col("_metadata.file_path").isin(only))
+
+    if small_files:
+        content = F.col("content").cast(T.StringType())
+        lines = files("binaryFile", PLAIN_JSON_GLOB).select(
+            F.explode(F.split(content, LINE_BREAK)).alias(RAW), source.alias(SOURCE_FILE)
+        )
+        if compressed:
+            lines = lines.unionByName(
+                files("text", COMPRESSED_JSON_GLOB).select(F.col("value").alias(RAW), source.alias(SOURCE_FILE))
+            )
     else:
-        lines = reader.text(root).select(F.col("value").alias(RAW), source.alias(SOURCE_FILE))
+        lines = files("text", INPUT_FILE_GLOB).select(F.col("value").alias(RAW), source.alias(SOURCE_FILE))
     return lines.filter(F.trim(F.col(RAW)) != "")
 
 
@@ -684,26 +904,80 @@ def keep_raw_of_rejects(records: DataFrame) -> DataFrame:
     return records.withColumn(RAW, F.when(F.col(REASON).isNotNull(), F.col(RAW)))
 
 
+def with_redelivery_flag(events: DataFrame, is_play: F.Column) -> DataFrame:
+    """user_id, and REDELIVERED on each play that repeats an earlier copy: one shuffle by ts.
+
+    The same (user, session, item, ts) delivered more than once is one play: the copy
+    from the first file (by path) is kept, then the first by the remaining columns. First
+    delivered wins so that a daily run, which keeps what it published before, keeps the
+    copy a full run keeps.
+    """
+    identity = [F.coalesce(is_play, F.lit(False)), F.col("user_id"), F.col("sessionId"), F.col("itemInSession")]
+    delivery = [SOURCE_FILE] if SOURCE_FILE in events.columns else []
+    copy_order = [F.col(name).asc_nulls_first() for name in (*delivery, *PLAY_COPY_ORDER)]
+    by_copy = Window.partitionBy("ts").orderBy(*identity, *copy_order)
+    key = F.struct(*identity)
+    return events.withColumn("user_id", as_user_id("userId")).withColumn(
+        REDELIVERED, identity[0] & F.coalesce(F.lag(key).over(by_copy) == key, F.lit(False))
+    )
+
+
+def is_song_play() -> F.Column:
+    return (F.col("page") == SONG_PLAY_PAGE) & (F.col("userId") != LOGGED_OUT_USER_ID)
+
+
 def classify_events(events: DataFrame) -> DataFrame:
-    """Each event's place in the accounting: rejected, excluded (and why), or a play candidate."""
+    """Each event's place in the accounting: rejected, excluded (and why), or a play."""
     status = (
         F.when(F.col(REASON).isNotNull(), F.concat(F.lit(REJECTED_PREFIX), F.col(REASON)))
         .when(F.col("page") != SONG_PLAY_PAGE, F.lit(EXCLUDED_PREFIX + NOT_A_SONG_PLAY))
         .when(F.col("userId") == LOGGED_OUT_USER_ID, F.lit(EXCLUDED_PREFIX + LOGGED_OUT))
+        .when(F.col(REDELIVERED), F.lit(EXCLUDED_PREFIX + DUPLICATE_EVENT))
         .otherwise(F.lit(CANDIDATE))
     )
-    return events.transform(keep_raw_of_rejects).withColumn(STATUS, status)
+    return (
+        events.transform(keep_raw_of_rejects)
+        .transform(lambda frame: with_redelivery_flag(frame, F.col(REASON).isNull() & is_song_play()))
+        .withColumn(STATUS, status)
+        .drop(REDELIVERED)
+    )
+
+
+def with_duplicate_song_flag(songs: DataFrame, is_valid: F.Column | None = None) -> DataFrame:
+    """REDELIVERED on each valid record of a song_id but the one from the first file (by path).
+
+    Invalid records sort after the valid ones, so they never hide a valid record.
+    """
+    is_valid = F.lit(True) if is_valid is None else is_valid
+    order = [SOURCE_FILE] if SOURCE_FILE in songs.columns else []
+    order += [name for name in SONG_SCHEMA.fieldNames() if name != "song_id"]
+    first = Window.partitionBy("song_id").orderBy(is_valid.desc(), *[F.col(name).asc_nulls_first() for name in order])
+    return songs.withColumn(REDELIVERED, is_valid & (F.row_number().over(first) > 1))
 
 
 def classify_songs(songs: DataFrame) -> DataFrame:
-    status = F.when(F.col(REASON).isNotNull(), F.concat(F.lit(REJECTED_PREFIX), F.col(REASON))).otherwise(
-        F.lit(CANDIDATE)
+    """Rejected, a repeated song_id (excluded), or a catalogue candidate."""
+    status = (
+        F.when(F.col(REASON).isNotNull(), F.concat(F.lit(REJECTED_PREFIX), F.col(REASON)))
+        .when(F.col(REDELIVERED), F.lit(EXCLUDED_PREFIX + DUPLICATE_SONG_ID))
+        .otherwise(F.lit(CANDIDATE))
     )
-    return songs.transform(keep_raw_of_rejects).withColumn(STATUS, status)
+    return (
+        songs.transform(lambda frame: with_duplicate_song_flag(frame, F.col(REASON).isNull()))
+        .transform(keep_raw_of_rejects)
+        .withColumn(STATUS, status)
+        .drop(REDELIVERED)
+    )
 
 
 def valid_only(records: DataFrame) -> DataFrame:
+    """Records that passed validation (plays, other pages and repeats alike)."""
     return records.filter(F.col(REASON).isNull()).drop(RAW, REASON, STATUS)
+
+
+def candidates_only(records: DataFrame) -> DataFrame:
+    """The records that become table rows: one per play, one per song_id."""
+    return records.filter(F.col(STATUS) == CANDIDATE).drop(RAW, REASON, STATUS)
 
 
 def rejected_only(records: DataFrame) -> DataFrame:
@@ -727,47 +1001,31 @@ def null_if_blank(column: str) -> F.Column:
 
 def one_record_per_song(songs: DataFrame) -> DataFrame:
     """The same song_id delivered in several records: keep the one from the first file (by path)."""
-    columns = [name for name in songs.columns if name not in ("song_id", SOURCE_FILE)]
-    order = [SOURCE_FILE] if SOURCE_FILE in songs.columns else []
-    first = F.min(F.struct(*order, *columns)).alias("first")
+    return songs.transform(with_duplicate_song_flag).filter(~F.col(REDELIVERED)).drop(REDELIVERED)
+
+
+def distinct_song_plays(events: DataFrame) -> DataFrame:
+    """The NextSong events of logged-in users, one per play (redeliveries dropped)."""
     return (
-        songs.groupBy("song_id").agg(first).select("song_id", *[F.col(f"first.{name}").alias(name) for name in columns])
+        events.transform(lambda frame: with_redelivery_flag(frame, is_song_play()))
+        .filter(is_song_play() & ~F.col(REDELIVERED))
+        .drop(REDELIVERED)
     )
 
 
-def song_play_events(events: DataFrame) -> DataFrame:
-    return events.filter((F.col("page") == SONG_PLAY_PAGE) & (F.col("userId") != LOGGED_OUT_USER_ID))
-
-
-def with_songplay_ids(plays: DataFrame) -> DataFrame:
-    """Drop redelivered events and number the rest: both from one shuffle by ts.
-
-    Within a millisecond, plays are ordered by (user, session, item); identical keys are
-    redeliveries and the first copy (by the remaining columns) is kept. The id is
-    ts * 2^19 + rank within the millisecond: unique, stable across runs, time-ordered.
-    """
-    identity = [F.col("user_id"), F.col("sessionId"), F.col("itemInSession")]
-    copy_order = [
-        F.col(name).asc_nulls_first() for name in ("level", "song", "artist", "length", "location", "userAgent")
-    ]
-    by_identity = Window.partitionBy("ts").orderBy(*identity)
-    by_copy = Window.partitionBy("ts").orderBy(*identity, *copy_order)
-    key = F.struct(*identity)
-    previous = F.lag(key).over(by_copy)
-    return (
-        plays.withColumn("user_id", as_user_id("userId"))
-        .withColumn("_previous", previous)
-        .filter(F.col("_previous").isNull() | ~F.col("_previous").eqNullSafe(key))
-        .withColumn("songplay_id", F.col("ts") * ID_SLOTS_PER_MS + F.row_number().over(by_identity) - 1)
-        .drop("_previous")
+def songplay_id() -> F.Column:
+    return F.format_string(
+        SONGPLAY_ID_FORMAT, F.col("ts"), F.col("user_id"), F.col("sessionId"), F.col("itemInSession")
     )
 
 
 def with_matched_song(plays: DataFrame, songs: DataFrame) -> DataFrame:
     """song_id/artist_id of the catalogue song with the play's title and artist.
 
-    Candidates are grouped per (title, artist) first, so the broadcast join can never
-    multiply plays; ties go to the closest duration, then the smallest song_id.
+    Candidates are grouped per (title, artist) first, so the join can never multiply
+    plays; ties go to the closest duration, then the smallest song_id. No broadcast hint:
+    Spark broadcasts the candidates while they are small (autoBroadcastJoinThreshold) and
+    sort-merge joins a catalogue too large for every executor's memory.
     """
     candidates = songs.groupBy(F.col("title").alias("_title"), F.col("artist_name").alias("_artist")).agg(
         F.collect_list(F.struct("duration", "song_id", "artist_id")).alias("_candidates")
@@ -782,7 +1040,7 @@ def with_matched_song(plays: DataFrame, songs: DataFrame) -> DataFrame:
     ranked = F.transform("_candidates", rank)
     match = (F.col("song") == F.col("_title")) & (F.col("artist") == F.col("_artist"))
     return (
-        plays.join(F.broadcast(candidates), on=match, how="left")
+        plays.join(candidates, on=match, how="left")
         .withColumn("_best", F.array_min(ranked))
         .withColumn("song_id", F.col("_best.song_id"))
         .withColumn("artist_id", F.col("_best.artist_id"))
@@ -790,15 +1048,15 @@ def with_matched_song(plays: DataFrame, songs: DataFrame) -> DataFrame:
     )
 
 
-def build_songplays(events: DataFrame, songs: DataFrame) -> DataFrame:
-    """One row per distinct NextSong event of a logged-in user, matched to the catalogue."""
+def build_songplays(plays: DataFrame, songs: DataFrame) -> DataFrame:
+    """One row per distinct play (see distinct_song_plays), matched to the catalogue."""
     start_time = F.timestamp_millis(F.col("ts"))
     return (
-        events.transform(song_play_events)
-        .transform(with_songplay_ids)
-        .transform(lambda plays: with_matched_song(plays, songs))
+        plays.withColumn("user_id", as_user_id("userId"))
+        .withColumn("songplay_id", songplay_id())
+        .transform(lambda frame: with_matched_song(frame, songs))
         .select(
-            F.col("songplay_id").cast(T.LongType()),
+            F.col("songplay_id"),
             start_time.alias("start_time"),
             F.col("user_id").cast(T.IntegerType()),
             F.col("level"),
@@ -813,23 +1071,29 @@ def build_songplays(events: DataFrame, songs: DataFrame) -> DataFrame:
     )
 
 
-def build_users(events: DataFrame) -> DataFrame:
-    """Each logged-in user as of their latest event, so level is the current subscription."""
-    latest = F.max(F.struct("ts", "sessionId", "itemInSession", "level", "firstName", "lastName", "gender")).alias(
-        "latest"
-    )
+def latest_user_events(events: DataFrame) -> DataFrame:
+    """Each logged-in user's latest event (greatest ts, session, item, then values), any page."""
+    latest = F.max(F.struct(*USER_LATEST_FIELDS)).alias(LATEST)
     return (
         events.filter(F.col("userId") != LOGGED_OUT_USER_ID)
-        .groupBy(as_user_id("userId").alias("user_id"))
+        .groupBy(as_user_id("userId").cast(T.IntegerType()).alias("user_id"))
         .agg(latest)
-        .select(
-            F.col("user_id").cast(T.IntegerType()),
-            F.col("latest.firstName").alias("first_name"),
-            F.col("latest.lastName").alias("last_name"),
-            F.col("latest.gender").alias("gender"),
-            F.col("latest.level").alias("level"),
-        )
     )
+
+
+def users_from_latest(latest: DataFrame) -> DataFrame:
+    """Each user as of their latest event, so level is the current subscription."""
+    return latest.select(
+        F.col("user_id").cast(T.IntegerType()),
+        F.col(f"{LATEST}.firstName").alias("first_name"),
+        F.col(f"{LATEST}.lastName").alias("last_name"),
+        F.col(f"{LATEST}.gender").alias("gender"),
+        F.col(f"{LATEST}.level").alias("level"),
+    )
+
+
+def build_users(events: DataFrame) -> DataFrame:
+    return users_from_latest(latest_user_events(events))
 
 
 def build_songs(songs: DataFrame) -> DataFrame:
@@ -895,7 +1159,7 @@ def build_time(songplays: DataFrame) -> DataFrame:
 def build_tables(events: DataFrame, songs: DataFrame) -> dict[str, DataFrame]:
     """The star schema from validated events and validated (possibly repeated) songs."""
     catalogue = one_record_per_song(songs)
-    songplays = build_songplays(events, catalogue)
+    songplays = build_songplays(distinct_song_plays(events), catalogue)
     return {
         SONGPLAYS: songplays,
         USERS: build_users(events),
@@ -905,6 +1169,33 @@ def build_tables(events: DataFrame, songs: DataFrame) -> dict[str, DataFrame]:
     }
 
 
+# --- Merge rules: a daily run's input into the published tables ------------------------
+#
+# A daily run reads only new input files. Facts and time rows are appended, never
+# rewritten: a play or time already published (same songplay_id or start_time, found in
+# the partitions the new rows fall into) is not added again, which also makes a rerun
+# after a crash add exactly what is missing. users and artists are small and rebuilt from
+# the run's merge bases (each user's latest event; the catalogue), kept under _state/.
+
+
+def flag_published(rows: DataFrame, published: DataFrame | None, key: str) -> DataFrame:
+    """PUBLISHED on each row whose key an earlier run already wrote."""
+    if published is None:
+        return rows.withColumn(PUBLISHED, F.lit(False))
+    keys = published.select(key).distinct().withColumn(PUBLISHED, F.lit(True))
+    return rows.join(keys, on=key, how="left").withColumn(PUBLISHED, F.coalesce(F.col(PUBLISHED), F.lit(False)))
+
+
+def merge_latest_user_events(published: DataFrame, new: DataFrame) -> DataFrame:
+    """Latest event per user over both: max is associative, so this equals a full run's."""
+    return published.unionByName(new).groupBy("user_id").agg(F.max(LATEST).alias(LATEST))
+
+
+def merge_catalogue(published: DataFrame, new_records: DataFrame) -> DataFrame:
+    """The catalogue with the new songs; a song_id already in it keeps its published record."""
+    return published.unionByName(new_records.filter(~F.col(PUBLISHED)).drop(PUBLISHED))
+
+
 # --- Load -------------------------------------------------------------------------------------
 
 
@@ -912,21 +1203,75 @@ def table_path(output_uri: str, name: str) -> str:
     return f"{output_uri.rstrip('/')}/{name}"
 
 
-def write_table(table: DataFrame, path: str, partition_columns: tuple = ()) -> None:
-    """Overwrite one table; one file per partition folder (or one file when unpartitioned).
+def write_tasks(name: str, rows: int, cores: int) -> int:
+    """How many tasks write a table: by size, and one per core once there is work to share.
 
-    The partition count is explicit: adaptive execution would merge a small table's
-    shuffle into one task, leaving every core but one idle while thousands of files are
-    created (the songs table has a folder per artist).
+    Each task writes about rows / tasks rows, so no task writes more than its share and
+    no file exceeds ROWS_PER_FILE rows. Small tables stay in few files (a file per core of
+    a few hundred rows helps nobody), except tables with a folder per key (songs: one per
+    artist), where the cost is creating files, not rows.
     """
-    if partition_columns:
-        layout = table.repartition(table.sparkSession.sparkContext.defaultParallelism, *partition_columns)
-    else:
-        layout = table.coalesce(1)
-    writer = layout.write.mode("overwrite")
+    by_size = math.ceil(rows / ROWS_PER_FILE)
+    by_cores = cores if name in MANY_FOLDER_TABLES else min(cores, math.ceil(rows / MIN_ROWS_PER_TASK))
+    return max(1, by_size, by_cores)
+
+
+def write_table(table: DataFrame, path: str, name: str, rows: int, mode: str = "overwrite") -> None:
+    """Write one table, its rows range-partitioned over write_tasks tasks.
+
+    Range partitioning on (partition columns, sort key) splits a large partition folder
+    (a month of plays) over several tasks of equal size, packs small folders together,
+    and keeps each task to a contiguous run of folders, so a folder is in one or two
+    files; rows are sorted by the key inside each file, so readers can skip row groups.
+    mode "append" adds files beside the existing ones and touches no other folder.
+    """
+    partition_columns = PARTITION_COLUMNS[name]
+    order = [*partition_columns, SORT_KEYS[name]]
+    tasks = write_tasks(name, rows, table.sparkSession.sparkContext.defaultParallelism)
+    layout = table.repartitionByRange(tasks, *order).sortWithinPartitions(*order)
+    writer = layout.write.mode(mode)
     if partition_columns:
         writer = writer.partitionBy(*partition_columns)
     writer.parquet(path)
+
+
+def write_rejects(rejects: DataFrame, path: str) -> None:
+    rejects.coalesce(1).write.mode("overwrite").json(path)
+
+
+def write_state_table(frame: DataFrame, path: str) -> None:
+    frame.coalesce(1).write.mode("overwrite").parquet(path)
+
+
+@dataclass(frozen=True)
+class Output:
+    """A folder under the output root and how to write it."""
+
+    label: str  # names the output in logs and fault points: a table, rejected:<dataset>, state:<base>
+    relative: str
+    write: Callable[[str], None]
+    replace: bool = True  # False: the new files are added beside the existing ones
+
+
+def write_outputs(spark: SparkSession, outputs: list[Output], output_uri: str) -> None:
+    """Each output in order: written directly, or staged on local disk and uploaded."""
+    staged = stages_through_local_disk(spark, output_uri)
+    staging = tempfile.mkdtemp(prefix=f"{JOB_NAME}-staging-") if staged else ""
+    try:
+        for output in outputs:
+            target = f"{output_uri}/{output.relative}"
+            if staged:
+                local = os.path.join(staging, output.relative)
+                output.write(f"file://{local}")
+                uploaded = upload_tree(spark, local, target, replace=output.replace)
+                log.debug("uploaded %d files to %s", uploaded, target)
+            else:
+                output.write(target)
+            log.debug("wrote %s to %s", output.label, target)
+            fault_point(f"load:{output.label}")
+    finally:
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def stages_through_local_disk(spark: SparkSession, uri: str) -> bool:
@@ -945,8 +1290,8 @@ def stages_through_local_disk(spark: SparkSession, uri: str) -> bool:
     return fs.getClass().getName() == S3A_FILESYSTEM
 
 
-def download_tree(spark: SparkSession, source_uri: str, local_root: str) -> int:
-    """Copy every *.json file at any depth below source_uri into local_root.
+def download_files(spark: SparkSession, source_uri: str, local_root: str, wanted: set[str]) -> int:
+    """Copy the wanted files at any depth below source_uri into local_root.
 
     One flat listing (a request per 1,000 keys, not one per folder) and one GET per file:
     the listing's status is handed to openFile, so S3A skips its existence probe.
@@ -955,14 +1300,14 @@ def download_tree(spark: SparkSession, source_uri: str, local_root: str) -> int:
     root, fs = hadoop_path(spark, source_uri)
     if not fs.exists(root):
         return 0
-    prefix = fs.makeQualified(root).toString().rstrip("/") + "/"
+    prefix = spark_file_uri(fs.makeQualified(root)).rstrip("/") + "/"
     files = []
     listing = fs.listFiles(root, True)
     while listing.hasNext():
         status = listing.next()
-        path = status.getPath().toString()
-        if path.endswith(".json") and path.startswith(prefix):
-            files.append((status, path[len(prefix) :]))
+        uri = spark_file_uri(status.getPath())
+        if uri in wanted and uri.startswith(prefix):
+            files.append((status, unquote(uri[len(prefix) :])))
 
     def fetch(item: tuple) -> None:
         status, relative = item
@@ -977,15 +1322,17 @@ def download_tree(spark: SparkSession, source_uri: str, local_root: str) -> int:
     return len(files)
 
 
-def upload_tree(spark: SparkSession, local_root: str, target_uri: str) -> int:
-    """Replace target_uri with the files under local_root: one PUT each, _SUCCESS last.
+def upload_tree(spark: SparkSession, local_root: str, target_uri: str, replace: bool = True) -> int:
+    """The files under local_root into target_uri: one PUT each, _SUCCESS last.
 
-    Uses S3A's write helper (a single PUT, no existence probes) where this hadoop-aws has it,
-    else the public copyFromLocalFile (four requests per file, still no copies).
+    replace deletes target_uri first; otherwise the files are added beside what is there.
+    Uses S3A's write helper (a single PUT, no existence probes) where this hadoop-aws has
+    it, else the public copyFromLocalFile (four requests per file, still no copies).
     """
     jvm = spark.sparkContext._jvm
     target, fs = hadoop_path(spark, target_uri)
-    fs.delete(target, True)
+    if replace:
+        fs.delete(target, True)
     try:
         helper = fs.getWriteOperationHelper()
     except Exception:  # a private API that other hadoop-aws versions may lack
@@ -1012,43 +1359,16 @@ def upload_tree(spark: SparkSession, local_root: str, target_uri: str) -> int:
     return len(files)
 
 
-def write_outputs(spark: SparkSession, writers: dict[str, Callable[[str], None]], output_uri: str) -> None:
-    """Each writer gets its folder under the output: directly, or staged locally and uploaded."""
-    if not stages_through_local_disk(spark, output_uri):
-        for relative, write in writers.items():
-            write(f"{output_uri}/{relative}")
-        return
-    staging = tempfile.mkdtemp(prefix=f"{JOB_NAME}-staging-")
-    try:
-        for relative, write in writers.items():
-            local = os.path.join(staging, relative)
-            write(f"file://{local}")
-            uploaded = upload_tree(spark, local, f"{output_uri}/{relative}")
-            log.debug("uploaded %d files to %s/%s", uploaded, output_uri, relative)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def write_rejects(rejects: DataFrame, path: str) -> None:
-    rejects.coalesce(1).write.mode("overwrite").json(path)
-
-
 def hadoop_path(spark: SparkSession, uri: str):
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(uri)
     return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
 
 
-def has_json_files(spark: SparkSession, root: str) -> bool:
-    """Stops at the first *.json found (a flat listing on S3: a request per 1,000 keys)."""
-    path, fs = hadoop_path(spark, root)
-    if not fs.exists(path):
-        return False
-    files = fs.listFiles(path, True)
-    while files.hasNext():
-        if files.next().getPath().getName().endswith(".json"):
-            return True
-    return False
+def spark_file_uri(path) -> str:
+    """A Hadoop path named as Spark names files (_metadata.file_path): file:/a%20b, s3a://b/k."""
+    uri = path.toUri()
+    return f"file:{uri.getRawPath()}" if uri.getScheme() == "file" else uri.toString()
 
 
 def write_text(spark: SparkSession, uri: str, text: str) -> None:
@@ -1061,7 +1381,337 @@ def write_text(spark: SparkSession, uri: str, text: str) -> None:
         stream.close()
 
 
+def read_text(spark: SparkSession, uri: str) -> str | None:
+    """A small file's text, or None when it does not exist."""
+    jvm = spark.sparkContext._jvm
+    path, fs = hadoop_path(spark, uri)
+    try:
+        stream = fs.open(path)
+    except Exception as exc:
+        if "FileNotFoundException" in str(exc):
+            return None
+        raise
+    buffer = jvm.java.io.ByteArrayOutputStream()
+    jvm.org.apache.hadoop.io.IOUtils.copyBytes(stream, buffer, COPY_BUFFER_BYTES, True)
+    return buffer.toString("UTF-8")
+
+
+def children(spark: SparkSession, uri: str) -> list[str]:
+    """Names of the entries directly under a folder (none if it does not exist)."""
+    path, fs = hadoop_path(spark, uri)
+    if not fs.exists(path):
+        return []
+    return sorted(status.getPath().getName() for status in fs.listStatus(path))
+
+
+def delete(spark: SparkSession, uri: str) -> None:
+    path, fs = hadoop_path(spark, uri)
+    fs.delete(path, True)
+
+
+# --- Input files: what there is, and what a run reads ------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file as listed: the state records these to know what a run has processed."""
+
+    dataset: str
+    uri: str  # as Spark names it in _metadata.file_path
+    size: int
+    modified_ms: int
+    etag: str = ""
+
+    def entry(self, run_id: str) -> dict:
+        modified = datetime.fromtimestamp(self.modified_ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
+        return {
+            "path": self.uri,
+            "dataset": self.dataset,
+            "size": self.size,
+            "modified": modified,
+            "modified_ms": self.modified_ms,
+            "etag": self.etag,
+            "run_id": run_id,
+        }
+
+    def processed_as(self, entry: dict | None) -> bool:
+        """Same file as an earlier run processed: same size and modification time (and ETag)."""
+        if entry is None:
+            return False
+        same_etag = not (self.etag and entry.get("etag")) or self.etag == entry["etag"]
+        return self.size == entry["size"] and self.modified_ms == entry["modified_ms"] and same_etag
+
+
+@dataclass
+class InputListing:
+    files: list[InputFile]
+    skipped: list[str]  # under song_data/ or log_data/ but not read: not JSON, or hidden
+
+    def of(self, dataset: str) -> list[InputFile]:
+        return [file for file in self.files if file.dataset == dataset]
+
+
+# A recursive listing inside the driver's JVM, returned as one text: a Python round trip
+# per file costs a millisecond or more. Local folders are walked with listStatus, which
+# (unlike listFiles) does not fork a process per file to read its permissions; other file
+# systems get one flat listing (on S3 a request per 1,000 keys, not one per folder).
+LISTING_SCRIPT = """
+org.apache.hadoop.fs.Path root = new org.apache.hadoop.fs.Path(uri);
+org.apache.hadoop.fs.FileSystem fs = root.getFileSystem(conf);
+StringBuilder out = new StringBuilder();
+if (!fs.exists(root)) return out.toString();
+java.util.ArrayList found = new java.util.ArrayList();
+java.util.ArrayDeque pending = new java.util.ArrayDeque();
+if ("file".equals(fs.getUri().getScheme())) {
+    pending.push(root);
+} else {
+    org.apache.hadoop.fs.RemoteIterator listed = fs.listFiles(root, true);
+    while (listed.hasNext()) found.add(listed.next());
+}
+while (!pending.isEmpty()) {
+    org.apache.hadoop.fs.FileStatus[] entries = fs.listStatus((org.apache.hadoop.fs.Path) pending.pop());
+    for (int i = 0; i < entries.length; i++) {
+        if (entries[i].isDirectory()) pending.push(entries[i].getPath()); else found.add(entries[i]);
+    }
+}
+String[] etagGetters = {"getEtag", "getETag"};
+for (int f = 0; f < found.size(); f++) {
+    org.apache.hadoop.fs.FileStatus status = (org.apache.hadoop.fs.FileStatus) found.get(f);
+    String etag = "";
+    for (int g = 0; g < etagGetters.length && etag.isEmpty(); g++) {
+        try {
+            Object value = status.getClass().getMethod(etagGetters[g], new Class[0]).invoke(status, new Object[0]);
+            if (value != null) etag = value.toString();
+        } catch (Exception absent) {
+        }
+    }
+    java.net.URI name = status.getPath().toUri();
+    out.append("file".equals(name.getScheme()) ? "file:" + name.getRawPath() : name.toString());
+    out.append('\\t').append(status.getLen()).append('\\t').append(status.getModificationTime());
+    out.append('\\t').append(etag).append('\\n');
+}
+return out.toString();
+"""
+_listers: dict[int, object] = {}
+
+
+def list_files(spark: SparkSession, uri: str) -> list[tuple[str, int, int, str]]:
+    """(Spark file URI, size, modification ms, ETag or "") of every file at any depth below uri."""
+    jvm, gateway = spark.sparkContext._jvm, spark.sparkContext._gateway
+    key = id(spark.sparkContext._jsc)
+    if key not in _listers:
+        evaluator = jvm.org.codehaus.janino.ScriptEvaluator()
+        java_class = jvm.java.lang.Class.forName
+        names = gateway.new_array(jvm.java.lang.String, 2)
+        types = gateway.new_array(jvm.java.lang.Class, 2)
+        names[0], names[1] = "uri", "conf"
+        types[0], types[1] = java_class("java.lang.String"), java_class("org.apache.hadoop.conf.Configuration")
+        thrown = gateway.new_array(jvm.java.lang.Class, 1)
+        thrown[0] = java_class("java.io.IOException")
+        evaluator.setParameters(names, types)
+        evaluator.setThrownExceptions(thrown)
+        evaluator.setReturnType(java_class("java.lang.String"))
+        evaluator.cook(LISTING_SCRIPT)
+        _listers[key] = evaluator
+    arguments = gateway.new_array(jvm.java.lang.Object, 2)
+    arguments[0], arguments[1] = uri, spark.sparkContext._jsc.hadoopConfiguration()
+    rows = []
+    for line in _listers[key].evaluate(arguments).splitlines():
+        name, size, modified, etag = line.split("\t")
+        rows.append((name, int(size), int(modified), etag))
+    return rows
+
+
+def is_hidden(name: str) -> bool:
+    """Names Spark's file readers skip: _x (but not partition folders a=b), .x, copies in progress."""
+    return (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
+
+
+def list_input(spark: SparkSession, input_uri: str) -> InputListing:
+    """Every file under song_data/ and log_data/: the ones the readers take, and the rest."""
+    files, skipped = [], []
+    for dataset, folder in DATASET_FOLDERS.items():
+        root_uri = f"{input_uri.rstrip('/')}/{folder}"
+        root, fs = hadoop_path(spark, root_uri)
+        prefix = spark_file_uri(fs.makeQualified(root)).rstrip("/") + "/"
+        for uri, size, modified_ms, etag in list_files(spark, root_uri):
+            relative = uri[len(prefix) :] if uri.startswith(prefix) else uri
+            if any(is_hidden(part) for part in relative.split("/")) or not uri.endswith(INPUT_SUFFIXES):
+                skipped.append(uri)
+            else:
+                files.append(InputFile(dataset, uri, size, modified_ms, etag))
+    return InputListing(sorted(files, key=lambda file: file.uri), sorted(skipped))
+
+
+# --- State: what earlier runs processed, and the merge bases ----------------------------------
+
+
+@dataclass
+class State:
+    """The committed runs into one output since its last full run."""
+
+    runs: list[dict]  # their manifests, oldest first
+    processed: dict[str, dict]  # input file URI -> the entry of the last run that processed it
+
+    @property
+    def last(self) -> dict:
+        return self.runs[-1]
+
+
+def state_uri(output_uri: str, *parts: str) -> str:
+    return "/".join([output_uri.rstrip("/"), STATE_DIR, *parts])
+
+
+def new_run_id() -> str:
+    """Sortable by start time; the suffix keeps two runs of one second apart."""
+    return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+
+
+def read_state(spark: SparkSession, output_uri: str) -> State | None:
+    """The committed runs (a manifest is written last, so a crashed run has none), or None."""
+    names = [name for name in children(spark, state_uri(output_uri, RUNS_DIR)) if name.endswith(MANIFEST_SUFFIX)]
+    if not names:
+        return None
+
+    def load(name: str) -> tuple[dict, list[dict]]:
+        manifest = json.loads(read_text(spark, state_uri(output_uri, RUNS_DIR, name)))
+        if manifest.get("state_version") != STATE_VERSION:
+            raise UserError(
+                f"{state_uri(output_uri)} was written by another version of this job"
+                " (state_version {manifest.get('state_version')}); run once without --incremental to rebuild it"
+            )
+        files = read_text(spark, state_uri(output_uri, RUNS_DIR, manifest["files"]))
+        if files is None:
+            raise UserError(
+                f"{state_uri(output_uri, RUNS_DIR, manifest['files'])} is missing;"
+                " run once without --incremental to rebuild the state"
+            )
+        return manifest, [json.loads(line) for line in files.splitlines() if line.strip()]
+
+    with ThreadPoolExecutor(max_workers=TRANSFER_THREADS) as pool:
+        loaded = list(pool.map(load, sorted(names)))
+    processed = {entry["path"]: entry for _, entries in loaded for entry in entries}
+    return State(runs=[manifest for manifest, _ in loaded], processed=processed)
+
+
+def read_merge_base(spark: SparkSession, output_uri: str, state: State, name: str) -> DataFrame:
+    relative = state.last.get(name)
+    path, fs = hadoop_path(spark, state_uri(output_uri, relative or name))
+    if not relative or not fs.exists(path):
+        raise UserError(
+            f"the state under {state_uri(output_uri)} has no {name} (deleted?);"
+            " run once without --incremental to rebuild it"
+        )
+    return spark.read.parquet(state_uri(output_uri, relative))
+
+
+def commit_state(spark: SparkSession, output_uri: str, manifest: dict, files: list[dict]) -> None:
+    """The run's processed files, then its manifest: the manifest's existence is the commit."""
+    lines = "".join(json.dumps(entry, sort_keys=True) + "\n" for entry in files)
+    write_text(spark, state_uri(output_uri, RUNS_DIR, manifest["files"]), lines)
+    fault_point("commit")
+    write_text(
+        spark, state_uri(output_uri, RUNS_DIR, manifest["run_id"] + MANIFEST_SUFFIX), json.dumps(manifest, indent=2)
+    )
+
+
+def collect_garbage(spark: SparkSession, output_uri: str, manifest: dict) -> None:
+    """After a commit: merge bases no longer current, and what crashed runs left behind."""
+    committed = {
+        name[: -len(MANIFEST_SUFFIX)]
+        for name in children(spark, state_uri(output_uri, RUNS_DIR))
+        if name.endswith(MANIFEST_SUFFIX)
+    }
+    for base in (CATALOGUE_STATE, USERS_STATE):
+        current = manifest[base].split("/")[-1]
+        for version in children(spark, state_uri(output_uri, base)):
+            if version != current:
+                delete(spark, state_uri(output_uri, base, version))
+    for name in children(spark, state_uri(output_uri, RUNS_DIR)):
+        if name.endswith(FILES_SUFFIX) and name[: -len(FILES_SUFFIX)] not in committed:
+            delete(spark, state_uri(output_uri, RUNS_DIR, name))
+    for dataset in DATASETS:
+        folder = f"{output_uri}/{REJECTED_DIR}/{dataset}"
+        for name in children(spark, folder):
+            if name.startswith(f"{RUN_ID_COLUMN}=") and name.split("=", 1)[1] not in committed:
+                delete(spark, f"{folder}/{name}")
+
+
+# --- Lock: one run at a time per output -------------------------------------------------------
+
+
+@contextmanager
+def output_lock(spark: SparkSession, output_uri: str, run_id: str, stale_after_minutes: float) -> Iterator[None]:
+    """A lock file under the output root: a second run stops at once (exit 2).
+
+    Created only if absent, then read back, so two runs that race both see who won. A
+    lock older than stale_after_minutes is a run that died without removing it: it is
+    taken over, and the log says so. Object stores have no create-if-absent in S3A 3.3:
+    there the read-back is what separates two runs started in the same instant.
+    """
+    uri = f"{output_uri.rstrip('/')}/{LOCK_NAME}"
+    path, fs = hadoop_path(spark, uri)
+    mine = {
+        "run_id": run_id,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    held = read_text(spark, uri)
+    if held is not None:
+        holder = parse_lock(held)
+        age_minutes = (datetime.now(timezone.utc) - holder["started"]).total_seconds() / 60
+        if age_minutes < stale_after_minutes:
+            raise UserError(
+                f"another run ({holder['run_id']} on {holder['host']}, pid {holder['pid']}, started"
+                f" {age_minutes:.0f} min ago) is writing to {output_uri}: wait for it, or if it died delete {uri}"
+                f" (a lock older than {stale_after_minutes:g} min is taken over)"
+            )
+        log.warning(
+            "taking over the stale lock of run %s (%s, pid %s, started %.0f min ago, over %g min): it did not finish",
+            holder["run_id"],
+            holder["host"],
+            holder["pid"],
+            age_minutes,
+            stale_after_minutes,
+        )
+        fs.delete(path, False)
+    try:
+        stream = fs.create(path, False)
+    except Exception as exc:
+        if "FileAlreadyExists" in str(exc):
+            raise UserError(f"another run took the lock {uri} at the same moment; this run stops") from None
+        raise
+    try:
+        stream.write(bytearray(json.dumps(mine).encode("utf-8")))
+    finally:
+        stream.close()
+    if parse_lock(read_text(spark, uri) or "{}").get("run_id") != run_id:
+        raise UserError(f"another run took the lock {uri} at the same moment; this run stops")
+    try:
+        yield
+    finally:
+        if parse_lock(read_text(spark, uri) or "{}").get("run_id") == run_id:
+            fs.delete(path, False)
+
+
+def parse_lock(text: str) -> dict:
+    """The lock's holder; an unreadable lock counts as a very old one."""
+    try:
+        holder = json.loads(text)
+        holder["started"] = datetime.fromisoformat(holder["started_at"])
+        return holder
+    except (ValueError, KeyError, TypeError):
+        return {"run_id": "?", "host": "?", "pid": "?", "started": datetime.fromtimestamp(0, timezone.utc)}
+
+
 # --- The run ---------------------------------------------------------------------------------
+
+
+def fault_point(name: str) -> None:
+    """Tests name a point here to prove that a crash there is safe (see FAULT_INJECTION_VARIABLE)."""
+    if os.environ.get(FAULT_INJECTION_VARIABLE) == name:
+        raise RuntimeError(f"fault injected at {name} by {FAULT_INJECTION_VARIABLE}")
 
 
 class StageClock:
@@ -1074,8 +1724,7 @@ class StageClock:
     @contextmanager
     def stage(self, name: str, description: str):
         log.info("%-9s %s", name, description)
-        if os.environ.get(FAULT_INJECTION_VARIABLE) == name:
-            raise RuntimeError(f"fault injected into the {name} stage by {FAULT_INJECTION_VARIABLE}")
+        fault_point(name)
         began = time.monotonic()
         yield
         self.seconds[name] = round(time.monotonic() - began, 2)
@@ -1085,23 +1734,47 @@ class StageClock:
         return round(time.monotonic() - self.started, 2)
 
 
-def count_by_status(records: DataFrame) -> dict[str, int]:
-    """One aggregation gives every counter of a dataset: only counts reach the driver."""
-    return {row[STATUS]: row["count"] for row in records.groupBy(STATUS).count().collect()}
+def count_by_status(records: DataFrame, partitions: list[F.Column] = ()) -> tuple[dict[str, int], list[tuple]]:
+    """Every counter of a dataset, and the partitions its table rows fall into: one aggregation.
+
+    Only counts reach the driver.
+    """
+    candidate = F.col(STATUS) == CANDIDATE
+    keys = [F.when(candidate, column).alias(f"_partition{index}") for index, column in enumerate(partitions)]
+    counts: dict[str, int] = {}
+    touched = set()
+    for row in records.groupBy(STATUS, *keys).count().collect():
+        counts[row[STATUS]] = counts.get(row[STATUS], 0) + row["count"]
+        if row[STATUS] == CANDIDATE and partitions:
+            touched.add(tuple(row)[1:-1])
+    return counts, sorted(touched, key=repr)
 
 
-def accounting(read: int, counts: dict[str, int], used: int) -> dict:
-    """read = used + rejected + excluded, with every exclusion named."""
+def count_flagged(rows: DataFrame) -> tuple[int, int, int]:
+    """(rows not yet published, rows already published, new rows matched to a song): one aggregation."""
+    matched = F.col("song_id").isNotNull() if "song_id" in rows.columns else F.lit(False)
+    counts = Counter()
+    for row in rows.groupBy(PUBLISHED, matched.alias("_matched")).count().collect():
+        counts[row[PUBLISHED]] += row["count"]
+        counts["matched"] += row["count"] if row["_matched"] and not row[PUBLISHED] else 0
+    return counts[False], counts[True], counts["matched"]
+
+
+def accounting(counts: dict[str, int]) -> dict:
+    """read = used + rejected + excluded, every term counted on its own records."""
     rejected = {key[len(REJECTED_PREFIX) :]: n for key, n in counts.items() if key.startswith(REJECTED_PREFIX)}
     excluded = {key[len(EXCLUDED_PREFIX) :]: n for key, n in counts.items() if key.startswith(EXCLUDED_PREFIX)}
-    return {
-        "read": read,
-        "used": used,
+    books = {
+        "read": counts.get(READ, 0),
+        "used": counts.get(USED, 0),
         "rejected": sum(rejected.values()),
         "rejected_by_reason": dict(sorted(rejected.items())),
         "excluded": sum(excluded.values()),
         "excluded_by_reason": dict(sorted(excluded.items())),
     }
+    if books["read"] != books["used"] + books["rejected"] + books["excluded"]:
+        raise RuntimeError(f"the accounting does not balance, nothing was published: {books}")
+    return books
 
 
 def check_reject_rates(status_counts: dict[str, dict[str, int]], max_rate: float) -> None:
@@ -1121,28 +1794,99 @@ def check_reject_rates(status_counts: dict[str, dict[str, int]], max_rate: float
             )
 
 
+@dataclass
+class RunContext:
+    """What one run is: its id, mode, the files it reads, and the state it builds on."""
+
+    run_id: str
+    mode: str
+    started_at: str
+    listing: InputListing
+    selected: list[InputFile]
+    state: State | None
+
+    def files(self, dataset: str) -> list[InputFile]:
+        return [file for file in self.selected if file.dataset == dataset]
+
+
+@dataclass
+class Plan:
+    """What the load stage writes, and the counts the report needs."""
+
+    outputs: list[Output] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLE_NAMES, 0))
+    actions: dict[str, str] = field(default_factory=lambda: dict.fromkeys(TABLE_NAMES, UNTOUCHED))
+    used: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DATASETS, 0))
+    already_published: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DATASETS, 0))
+    matched: int = 0
+    merge_bases: dict[str, str] = field(default_factory=dict)
+
+    def table(self, name: str, frame: DataFrame, action: str, rows: int | None = None) -> None:
+        """A table to write; counted here (and cached for the write) unless its rows are known."""
+        if rows is None:
+            frame = frame.cache()
+            rows = frame.count()
+        self.rows[name], self.actions[name] = rows, action
+        mode = "append" if action == APPENDED else "overwrite"
+        write = partial(write_table, frame, name=name, rows=self.rows[name], mode=mode)
+        self.outputs.append(Output(name, name, write, replace=action == REPLACED))
+
+    def merge_base(self, name: str, run_id: str, frame: DataFrame) -> None:
+        self.merge_bases[name] = f"{name}/{run_id}"
+        self.outputs.append(Output(f"state:{name}", f"{STATE_DIR}/{name}/{run_id}", partial(write_state_table, frame)))
+
+
 def run(spark: SparkSession, settings: Settings) -> dict:
-    """Extract and validate, build every table, and only then overwrite the old tables."""
+    """One run under the output's lock: full (rebuild everything) or incremental (new files only)."""
     clock = StageClock()
-    with ExitStack() as resources:
-        input_root, origin = settings.input_uri, None
-        if stages_through_local_disk(spark, settings.input_uri):
-            with clock.stage("download", f"copying the JSON files of {settings.input_uri} to local disk"):
-                input_root, origin = resources.enter_context(local_copy(spark, settings.input_uri))
-        return build_and_write(spark, settings, clock, input_root, origin)
+    run_id = new_run_id()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with output_lock(spark, settings.output_uri, run_id, settings.stale_lock_minutes):
+        listing = list_input(spark, settings.input_uri)
+        state = read_state(spark, settings.output_uri) if settings.incremental else None
+        if settings.incremental and state is None:
+            log.info("%-9s no earlier run in %s: this first incremental run is a full run", "", settings.output_uri)
+        if state is None:
+            for dataset, folder in DATASET_FOLDERS.items():
+                if not listing.of(dataset):
+                    raise UserError(f"no JSON files under {settings.input_uri}/{folder}/ (check INPUT_DATA or --input)")
+            selected = listing.files
+        else:
+            selected = [file for file in listing.files if not file.processed_as(state.processed.get(file.uri))]
+        context = RunContext(run_id, FULL if state is None else INCREMENTAL, started_at, listing, selected, state)
+        log.info(
+            "%-9s %s run %s: %s of %s input files to read%s",
+            "",
+            context.mode,
+            run_id,
+            f"{len(selected):,}",
+            f"{len(listing.files):,}",
+            f", {len(listing.skipped):,} other files skipped" if listing.skipped else "",
+        )
+        if not selected:
+            return nothing_new_report(spark, settings, context, clock)
+        with ExitStack() as resources:
+            resources.callback(spark.catalog.clearCache)  # the run's cached frames go with it
+            input_root, origin = settings.input_uri, None
+            if stages_through_local_disk(spark, settings.input_uri):
+                with clock.stage("download", f"copying {len(selected):,} input files to local disk"):
+                    input_root, origin = resources.enter_context(local_copy(spark, settings.input_uri, selected))
+            only_selected = context.mode == INCREMENTAL and origin is None
+            return build_and_write(spark, settings, clock, context, input_root, origin, only_selected)
 
 
 @contextmanager
-def local_copy(spark: SparkSession, input_uri: str) -> Iterator[tuple[str, tuple[str, str]]]:
-    """A local copy of the input's JSON files, kept until the run ends (caches may re-read it).
+def local_copy(spark: SparkSession, input_uri: str, selected: list[InputFile]) -> Iterator[tuple[str, tuple[str, str]]]:
+    """A local copy of the selected input files, kept until the run ends (caches may re-read it).
 
     Yields the root to read and the (staged, original) prefixes that map file names back.
     """
     staging = tempfile.mkdtemp(prefix=f"{JOB_NAME}-input-")
+    wanted = {file.uri for file in selected}
     try:
         copied = {
-            folder: download_tree(spark, f"{input_uri}/{folder}", os.path.join(staging, folder))
-            for folder in (SONG_DATA_DIR, LOG_DATA_DIR)
+            folder: download_files(spark, f"{input_uri}/{folder}", os.path.join(staging, folder), wanted)
+            for folder in DATASET_FOLDERS.values()
         }
         log.info("%-9s %s song files, %s log files", "", f"{copied[SONG_DATA_DIR]:,}", f"{copied[LOG_DATA_DIR]:,}")
         staged, original = (hadoop_path(spark, uri)[0].toUri() for uri in (f"file://{staging}", input_uri))
@@ -1152,62 +1896,245 @@ def local_copy(spark: SparkSession, input_uri: str) -> Iterator[tuple[str, tuple
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def build_and_write(
-    spark: SparkSession, settings: Settings, clock: StageClock, input_root: str, origin: tuple[str, str] | None
-) -> dict:
-    for folder in (SONG_DATA_DIR, LOG_DATA_DIR):
-        if not has_json_files(spark, f"{input_root}/{folder}"):
-            raise UserError(f"no JSON files under {settings.input_uri}/{folder}/ (check INPUT_DATA or --input)")
-    song_root = f"{input_root}/{SONG_DATA_DIR}"
-    event_root = f"{input_root}/{LOG_DATA_DIR}"
+def read_dataset(
+    spark: SparkSession, context: RunContext, dataset: str, root: str, origin: tuple | None, only_selected: bool
+) -> DataFrame:
+    """This run's lines of one dataset: all its files (full run) or only the new ones."""
+    files = context.files(dataset)
+    if not files:
+        return spark.createDataFrame([], LINES_SCHEMA)
+    return read_json_lines(
+        spark,
+        f"{root}/{DATASET_FOLDERS[dataset]}",
+        origin,
+        small_files=dataset == SONGS_DATASET,
+        only=[file.uri for file in files] if only_selected else None,
+        compressed=any(not file.uri.endswith(PLAIN_JSON_SUFFIX) for file in files),
+    )
 
+
+def build_and_write(
+    spark: SparkSession,
+    settings: Settings,
+    clock: StageClock,
+    context: RunContext,
+    input_root: str,
+    origin: tuple[str, str] | None,
+    only_selected: bool,
+) -> dict:
     with clock.stage("extract", f"reading and validating {settings.input_uri}"):
-        songs = classify_songs(validate_songs(read_json_lines(spark, song_root, origin, small_files=True)))
+        song_lines = read_dataset(spark, context, SONGS_DATASET, input_root, origin, only_selected)
         # one small file per song packs into hundreds of splits; a few per core suffice
-        songs = songs.coalesce(SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism).cache()
-        events = classify_events(validate_events(read_json_lines(spark, event_root, origin))).cache()
-        status = {"songs": count_by_status(songs), "events": count_by_status(events)}
+        song_lines = song_lines.coalesce(SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism)
+        songs = classify_songs(validate_songs(song_lines)).cache()
+        event_lines = read_dataset(spark, context, EVENTS_DATASET, input_root, origin, only_selected)
+        events = classify_events(validate_events(event_lines)).cache()
+        status, touched = {}, {}
+        for dataset, records, partitions in (
+            (SONGS_DATASET, songs, []),
+            (EVENTS_DATASET, events, play_partitions()),
+        ):
+            status[dataset], touched[dataset] = (
+                count_by_status(records, partitions) if context.files(dataset) else ({}, [])
+            )
         log.info(
             "%-9s %s songs, %s events", "", f"{sum(status['songs'].values()):,}", f"{sum(status['events'].values()):,}"
         )
     check_reject_rates(status, settings.max_reject_rate)
 
-    with clock.stage("transform", "building the five tables (nothing is overwritten yet)"):
-        tables = {name: table.cache() for name, table in build_tables(valid_only(events), valid_only(songs)).items()}
-        rows = {name: table.count() for name, table in tables.items()}
-        matched = tables[SONGPLAYS].filter(F.col("song_id").isNotNull()).count()
+    with clock.stage("transform", "building the tables (nothing is overwritten yet)"):
+        if context.mode == FULL:
+            plan = plan_full_run(songs, events, context.run_id)
+        else:
+            plan = plan_incremental_run(spark, settings.output_uri, context, songs, events, touched[EVENTS_DATASET])
+        books = {}
+        for dataset in DATASETS:
+            counts = {key: n for key, n in status[dataset].items() if key != CANDIDATE}
+            counts[EXCLUDED_PREFIX + ALREADY_PUBLISHED] = plan.already_published[dataset]
+            counts[READ], counts[USED] = sum(status[dataset].values()), plan.used[dataset]
+            if status[dataset].get(CANDIDATE, 0) != plan.used[dataset] + plan.already_published[dataset]:
+                raise RuntimeError(f"{dataset}: candidates and table rows disagree, nothing was published")
+            books[dataset] = accounting({key: n for key, n in counts.items() if n or key in (READ, USED)})
 
-    with clock.stage("load", f"writing tables to {settings.output_uri}"):
-        writers = {
-            f"{REJECTED_DIR}/{dataset}": partial(write_rejects, rejected_only(records))
-            for dataset, records in (("songs", songs), ("events", events))
-        }
-        for name in TABLE_NAMES:
-            writers[name] = partial(write_table, tables[name], partition_columns=PARTITION_COLUMNS[name])
-        write_outputs(spark, writers, settings.output_uri)
+    with clock.stage("load", f"writing to {settings.output_uri}"):
+        outputs = [
+            Output(
+                f"rejected:{dataset}",
+                f"{REJECTED_DIR}/{dataset}/{RUN_ID_COLUMN}={context.run_id}",
+                partial(write_rejects, rejected_only(records)),
+            )
+            for dataset, records in ((SONGS_DATASET, songs), (EVENTS_DATASET, events))
+            if books[dataset]["rejected"]
+        ]
+        if context.mode == FULL:  # a full refresh starts the history of this output anew
+            delete(spark, state_uri(settings.output_uri))
+            delete(spark, f"{settings.output_uri}/{REJECTED_DIR}")
+        write_outputs(spark, outputs + plan.outputs, settings.output_uri)
+        manifest = run_manifest(settings, context, plan)
+        commit_state(spark, settings.output_uri, manifest, [file.entry(context.run_id) for file in context.selected])
+    collect_garbage(spark, settings.output_uri, manifest)
+    return run_report(spark, settings, context, clock, plan, books)
 
-    event_counts = {EXCLUDED_PREFIX + reason: 0 for reason in (NOT_A_SONG_PLAY, LOGGED_OUT)}
-    event_counts.update(status["events"])
-    candidates = event_counts.pop(CANDIDATE, 0)
-    event_counts[EXCLUDED_PREFIX + DUPLICATE_EVENT] = candidates - rows[SONGPLAYS]
-    song_counts = dict(status["songs"])
-    song_candidates = song_counts.pop(CANDIDATE, 0)
-    song_counts[EXCLUDED_PREFIX + DUPLICATE_SONG_ID] = song_candidates - rows[SONGS]
-    books = {
-        "songs": accounting(sum(status["songs"].values()), song_counts, rows[SONGS]),
-        "events": accounting(sum(status["events"].values()), event_counts, rows[SONGPLAYS]),
+
+def plan_full_run(songs: DataFrame, events: DataFrame, run_id: str) -> Plan:
+    """Every table rebuilt from all input, and the merge bases daily runs continue from."""
+    plan = Plan()
+    catalogue = candidates_only(songs)
+    songplays = build_songplays(candidates_only(events), catalogue).cache()
+    latest = latest_user_events(valid_only(events)).cache()
+    plan.table(SONGPLAYS, songplays, REPLACED)
+    plan.table(USERS, users_from_latest(latest), REPLACED, rows=latest.count())
+    plan.table(SONGS, build_songs(catalogue), REPLACED)
+    plan.table(ARTISTS, build_artists(catalogue), REPLACED)
+    plan.table(TIME, build_time(songplays), REPLACED)
+    plan.merge_base(CATALOGUE_STATE, run_id, catalogue)
+    plan.merge_base(USERS_STATE, run_id, latest)
+    plan.used = {SONGS_DATASET: plan.rows[SONGS], EVENTS_DATASET: plan.rows[SONGPLAYS]}
+    plan.matched = songplays.filter(F.col("song_id").isNotNull()).count()
+    return plan
+
+
+def plan_incremental_run(
+    spark: SparkSession,
+    output_uri: str,
+    context: RunContext,
+    songs: DataFrame,
+    events: DataFrame,
+    play_months: list[tuple],
+) -> Plan:
+    """The new files' effect on the published tables: only what changes is written.
+
+    Songs new to the catalogue are appended to the songs table (minus any a crashed run
+    already wrote) and artists are rebuilt from the whole catalogue. New plays are appended
+    to the partitions they fall into; a play already published there counts as
+    already_published. users follow each user's latest event over all runs.
+    """
+    plan = Plan()
+    state = context.state
+    catalogue = read_merge_base(spark, output_uri, state, CATALOGUE_STATE)
+    if context.files(SONGS_DATASET):
+        records = flag_published(candidates_only(songs), catalogue, "song_id").cache()
+        plan.used[SONGS_DATASET], plan.already_published[SONGS_DATASET], _ = count_flagged(records)
+        catalogue = merge_catalogue(catalogue, records).cache()
+        added = records.filter(~F.col(PUBLISHED)).drop(PUBLISHED)
+        touched = partitions_of(added, SONGS)
+        new_songs = flag_published(build_songs(added), published_rows(spark, output_uri, SONGS, touched), "song_id")
+        plan.table(SONGS, new_songs.filter(~F.col(PUBLISHED)).drop(PUBLISHED), APPENDED)
+        plan.table(ARTISTS, build_artists(catalogue), REPLACED)
+        plan.merge_base(CATALOGUE_STATE, context.run_id, catalogue)
+    else:
+        plan.merge_bases[CATALOGUE_STATE] = state.last[CATALOGUE_STATE]
+
+    if context.files(EVENTS_DATASET):
+        batch = build_songplays(candidates_only(events), catalogue).cache()
+        published = published_rows(spark, output_uri, SONGPLAYS, play_months)
+        plays = flag_published(batch, published, "songplay_id").cache()
+        used, plan.already_published[EVENTS_DATASET], plan.matched = count_flagged(plays)
+        plan.used[EVENTS_DATASET] = used
+        plan.table(SONGPLAYS, plays.filter(~F.col(PUBLISHED)).drop(PUBLISHED), APPENDED, rows=used)
+        times = flag_published(build_time(batch), published_rows(spark, output_uri, TIME, play_months), "start_time")
+        plan.table(TIME, times.filter(~F.col(PUBLISHED)).drop(PUBLISHED), APPENDED)
+        published_latest = read_merge_base(spark, output_uri, state, USERS_STATE)
+        latest = merge_latest_user_events(published_latest, latest_user_events(valid_only(events))).cache()
+        plan.table(USERS, users_from_latest(latest), REPLACED, rows=latest.count())
+        plan.merge_base(USERS_STATE, context.run_id, latest)
+    else:
+        plan.merge_bases[USERS_STATE] = state.last[USERS_STATE]
+    return plan
+
+
+def play_partitions() -> list[F.Column]:
+    """year and month of an event's play, as build_songplays computes them."""
+    start_time = F.timestamp_millis(F.col("ts"))
+    return [F.year(start_time), F.month(start_time)]
+
+
+def partitions_of(rows: DataFrame, name: str) -> list[tuple]:
+    """The partition folders (values of the partition columns) the rows fall into."""
+    return [tuple(row) for row in rows.select(*PARTITION_COLUMNS[name]).distinct().collect()]
+
+
+def published_rows(spark: SparkSession, output_uri: str, name: str, partitions: list[tuple]) -> DataFrame | None:
+    """What earlier runs wrote into these partition folders of a table (None: nothing).
+
+    Reads the folders by name, so no run lists or reads the table's other partitions; a
+    batch touching very many folders reads the whole table's key column instead.
+    """
+    root = table_path(output_uri, name)
+    root_path, fs = hadoop_path(spark, root)
+    if not partitions or not fs.exists(root_path):
+        return None
+    if len(partitions) > MAX_PARTITION_FOLDERS:
+        return spark.read.parquet(root)
+    escape = spark.sparkContext._jvm.org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils.escapePathName
+    folders = [
+        "/".join(
+            [root]
+            + [
+                f"{column}={HIVE_DEFAULT_PARTITION if value is None else escape(str(value))}"
+                for column, value in zip(PARTITION_COLUMNS[name], values)
+            ]
+        )
+        for values in partitions
+    ]
+    with ThreadPoolExecutor(max_workers=TRANSFER_THREADS) as pool:
+        exists = list(pool.map(lambda folder: fs.exists(hadoop_path(spark, folder)[0]), folders))
+    existing = [folder for folder, found in zip(folders, exists) if found]
+    if not existing:
+        return None
+    return spark.read.option("basePath", root).parquet(*existing)
+
+
+def run_manifest(settings: Settings, context: RunContext, plan: Plan) -> dict:
+    """The run's entry in the state: written last, it commits the run."""
+    return {
+        "state_version": STATE_VERSION,
+        "run_id": context.run_id,
+        "mode": context.mode,
+        "started_at": context.started_at,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "input_uri": settings.input_uri,
+        "files": f"{context.run_id}{FILES_SUFFIX}",
+        "files_processed": {dataset: len(context.files(dataset)) for dataset in DATASETS},
+        CATALOGUE_STATE: plan.merge_bases[CATALOGUE_STATE],
+        USERS_STATE: plan.merge_bases[USERS_STATE],
+        "tables": {name: {"rows": plan.rows[name], "action": plan.actions[name]} for name in TABLE_NAMES},
     }
+
+
+def base_report(settings: Settings, context: RunContext, spark_version: str) -> dict:
     return {
         "job": JOB_NAME,
         "job_version": JOB_VERSION,
-        "spark_version": spark.version,
+        "spark_version": spark_version,
         "status": "succeeded",
+        "run_id": context.run_id,
+        "mode": context.mode,
+        "requested_mode": INCREMENTAL if settings.incremental else FULL,
+        "started_at": context.started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "input_uri": settings.input_uri,
         "output_uri": settings.output_uri,
+        "files": {
+            dataset: {"listed": len(context.listing.of(dataset)), "read": len(context.files(dataset))}
+            for dataset in DATASETS
+        },
+        "skipped_files": {
+            "count": len(context.listing.skipped),
+            "first": context.listing.skipped[:SKIPPED_FILES_SHOWN],
+        },
+    }
+
+
+def run_report(
+    spark: SparkSession, settings: Settings, context: RunContext, clock: StageClock, plan: Plan, books: dict
+) -> dict:
+    return {
+        **base_report(settings, context, spark.version),
         "input": {dataset: books[dataset]["read"] for dataset in DATASETS},
-        "tables": rows,
-        "songplays_matched": matched,
+        "tables": plan.rows,
+        "table_actions": plan.actions,
+        "songplays_matched": plan.matched,
         "rejected": {
             dataset: {"total": books[dataset]["rejected"], "by_reason": books[dataset]["rejected_by_reason"]}
             for dataset in DATASETS
@@ -1224,9 +2151,26 @@ def build_and_write(
     }
 
 
+def nothing_new_report(spark: SparkSession, settings: Settings, context: RunContext, clock: StageClock) -> dict:
+    """A daily run with no new file: nothing is read or written but this report."""
+    books = accounting({})
+    plan = Plan()
+    report = run_report(spark, settings, context, clock, plan, {dataset: books for dataset in DATASETS})
+    report["nothing_new"] = {"last_run": context.state.last["run_id"], "files_processed": len(context.state.processed)}
+    return report
+
+
 def summary_table(report: dict) -> str:
-    lines = [f"{'table':<10}{'rows':>12}"]
-    lines += [f"{name:<10}{report['tables'][name]:>12,}" for name in TABLE_NAMES]
+    lines = []
+    if report.get("nothing_new"):
+        lines.append(
+            f"nothing new since run {report['nothing_new']['last_run']}"
+            f" ({report['nothing_new']['files_processed']:,} files already processed): no table changed"
+        )
+    lines.append(f"{report['mode']} run {report['run_id']}")
+    lines.append(f"{'table':<10}{'rows':>12}  written")
+    actions = report.get("table_actions", {})
+    lines += [f"{name:<10}{report['tables'][name]:>12,}  {actions.get(name, '')}" for name in TABLE_NAMES]
     lines.append(f"songplays matched to a song: {report['songplays_matched']:,}")
     for dataset in DATASETS:
         books = report["accounting"][dataset]
@@ -1234,6 +2178,9 @@ def summary_table(report: dict) -> str:
             f"{dataset}: {books['read']:,} read = {books['used']:,} used"
             f" + {books['rejected']:,} rejected + {books['excluded']:,} excluded"
         )
+    skipped = report["skipped_files"]
+    if skipped["count"]:
+        lines.append(f"skipped {skipped['count']:,} files that are not input (e.g. {skipped['first'][0]})")
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report["seconds"].items())
     lines.append(f"time: {stages}")
     return "\n".join(lines)
@@ -1263,6 +2210,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=DEFAULT_MAX_REJECT_RATE,
         help=f"fail before writing when a larger share of a dataset is invalid (default {DEFAULT_MAX_REJECT_RATE})",
+    )
+    parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="process only input files that earlier runs into this output have not (default: rebuild everything)",
+    )
+    parser.add_argument(
+        "--stale-lock-minutes",
+        type=float,
+        default=DEFAULT_STALE_LOCK_MINUTES,
+        help=f"take over another run's lock once it is this old (default {DEFAULT_STALE_LOCK_MINUTES:g})",
     )
     parser.add_argument("--verbose", action="store_true", help="show stack traces and debug logs")
     return parser.parse_args(argv)

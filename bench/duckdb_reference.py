@@ -80,7 +80,7 @@ NON_NUMERIC_DOUBLES = {
 USER_ID_PATTERN = "^[0-9]+$"
 LOGGED_OUT_USER_ID = ""
 MAX_TS_MS = (1 << 43) - 1  # the job rejects later timestamps as corrupt clocks
-ID_SLOTS_PER_MS = 1 << 19  # songplay_id = ts * 2^19 + rank within the millisecond
+TS_DIGITS = 13  # songplay_id = ts zero-padded to 13 digits, user, session, item
 
 # Output tables: name -> hive partition columns (empty: not partitioned).
 PARTITIONS = {
@@ -149,7 +149,7 @@ def _sql_events(input_dir: Path) -> str:
     return f"""
     CREATE TEMP TABLE events AS
     WITH raw AS (
-        SELECT {_typed_select(EVENT_FIELDS)}
+        SELECT {_typed_select(EVENT_FIELDS)}, _source_file
         FROM {_read_json(input_dir / LOG_DIR, EVENT_FIELDS)}
     )
     SELECT TRY_CAST(NULLIF(userId, '{LOGGED_OUT_USER_ID}') AS INTEGER) AS user_id,
@@ -157,7 +157,7 @@ def _sql_events(input_dir: Path) -> str:
            itemInSession AS item_in_session, page, firstName AS first_name,
            lastName AS last_name, gender, level, song, artist, length, location,
            userAgent AS raw_user_agent,
-           regexp_replace(userAgent, '^"(.*)"$', '\\1') AS user_agent
+           regexp_replace(userAgent, '^"(.*)"$', '\\1') AS user_agent, _source_file
     FROM raw
     WHERE _type_ok AND {required}
       AND (userId = '{LOGGED_OUT_USER_ID}'
@@ -239,11 +239,11 @@ WITH plays AS (
     SELECT *
     FROM events
     WHERE page = '{NEXT_SONG_PAGE}' AND user_id IS NOT NULL
-    -- The same (user, session, item, ts) seen twice is one play; the first copy by the
-    -- remaining columns (nulls first) is kept, as in the job.
+    -- The same (user, session, item, ts) seen twice is one play; the copy of the first
+    -- file, then the first by the remaining columns (nulls first) is kept, as in the job.
     QUALIFY row_number() OVER (
         PARTITION BY ts_ms, user_id, session_id, item_in_session
-        ORDER BY level NULLS FIRST, song NULLS FIRST, artist NULLS FIRST,
+        ORDER BY _source_file, level NULLS FIRST, song NULLS FIRST, artist NULLS FIRST,
                  length NULLS FIRST, location NULLS FIRST, raw_user_agent NULLS FIRST
     ) = 1
 ),
@@ -258,9 +258,8 @@ matched AS (
                  s.artist_id NULLS LAST
     ) = 1
 )
-SELECT (ts_ms * {ID_SLOTS_PER_MS} - 1 + row_number() OVER (
-           PARTITION BY ts_ms ORDER BY user_id, session_id, item_in_session
-       ))::BIGINT AS songplay_id,
+SELECT lpad(ts_ms::VARCHAR, {TS_DIGITS}, '0') || '-' || user_id || '-' || session_id || '-' || item_in_session
+           AS songplay_id,
        epoch_ms(ts_ms)::TIMESTAMPTZ AS start_time,
        user_id, level, song_id, artist_id, session_id, location, user_agent,
        year(epoch_ms(ts_ms))::INTEGER AS year,

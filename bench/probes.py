@@ -53,7 +53,7 @@ def songs_write(spark: SparkSession, table: str) -> None:
             for key, value in settings.items():
                 hadoop.set(key, value)
             target = f"{scratch}/{label}"
-            timed(label, partial(etl.write_table, songs, target, etl.PARTITION_COLUMNS[etl.SONGS]))
+            timed(label, partial(etl.write_table, songs, target, etl.SONGS, songs.count()))
             for key in settings:
                 hadoop.unset(key)
 

@@ -35,7 +35,8 @@ def spark():
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.driver.host", "127.0.0.1")
     )
-    for key, value in etl.SPARK_DEFAULTS.items():
+    # the job's local-mode file system (no chmod fork per written file), as the job's own JVM gets it
+    for key, value in {**etl.SPARK_DEFAULTS, **etl.with_local_file_system({})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")

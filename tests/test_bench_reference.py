@@ -42,14 +42,15 @@ SAMPLE_FIGURES = {
 }
 SAMPLE_MATCH = ("SOZCTXZ12AB0182364", 15, 818)
 
-# Canonical, comparable projection of each table (songplay_id left out on purpose: it
-# only has to be unique and deterministic, not equal between implementations).
+# Canonical, comparable projection of each table (songplay_id included: it is the play's
+# identity, so both implementations must give the same one).
 INT = "TRY_CAST(CAST({c} AS VARCHAR) AS BIGINT)"
 DBL = "round(CAST({c} AS DOUBLE), " + str(FLOAT_DIGITS) + ")"
 TS = "CAST({c} AS TIMESTAMP)"
 STR = "CAST({c} AS VARCHAR)"
 COMPARE_COLUMNS = {
     "songplays": {
+        "songplay_id": STR,
         "start_time": TS,
         "user_id": INT,
         "level": STR,
@@ -390,7 +391,7 @@ def test_job_and_reference_row_counts(both_outputs):
 
 @pytest.mark.parametrize("table", ref.TABLES)
 def test_job_and_reference_contents(both_outputs, table):
-    """Identical contents per table (songplay_id excluded, checked separately)."""
+    """Identical contents per table, songplay_id included."""
     job_dir, ref_dir, _, _ = both_outputs
     job_rows, ref_rows = canonical_rows(job_dir, table), canonical_rows(ref_dir, table)
     assert job_rows == ref_rows, diff_summary(job_rows, ref_rows)

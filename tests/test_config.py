@@ -223,9 +223,7 @@ def test_a_bom_is_not_part_of_the_first_header(tmp_path):
     ("text", "phrases"),
     [
         (MINIMAL + "KEY = x\n" + PATHS, ("[AWS] has the unknown key KEY", "AWS_ACCESS_KEY_ID")),
-        (MINIMAL + "aws_region = us-west-2\n" + PATHS, ("unknown key aws_region",)),
-        (MINIMAL + PATHS + "INPUT = x\n", ("[PATHS] has the unknown key INPUT", "INPUT_DATA, OUTPUT_DATA")),
-        (MINIMAL + PATHS + "[S3]\nENDPOINTS = x\n", ("[S3] has the unknown key ENDPOINTS",)),
+        (MINIMAL + "aws_secret = x\n" + PATHS, ("[AWS] has the unknown key aws_secret",)),
         (MINIMAL + "[S3]\nINPUT_DATA = s3a://udacity-dend\n", ("[S3] has the unknown key INPUT_DATA", "in [PATHS]")),
         (f"[default]\nAWS_ACCESS_KEY_ID = {KEY_ID}\n" + PATHS, ("[default] holds AWS_ACCESS_KEY_ID", "[AWS]")),
         (MINIMAL + PATHS + "[aws]\nAWS_SESSION_TOKEN = x\n", ("both [AWS] and [aws]",)),
@@ -237,6 +235,21 @@ def test_unknown_or_repeated_names_are_refused(tmp_path, text, phrases):
     message = refusal(tmp_path, text)
     for phrase in phrases:
         assert phrase in message, message
+
+
+@pytest.mark.parametrize(
+    ("text", "ignored"),
+    [
+        (MINIMAL + "aws_region = us-west-2\n" + PATHS, "ignoring aws_region in [AWS]"),
+        (MINIMAL + PATHS + "INPUT = x\n", "ignoring INPUT in [PATHS]"),
+        (MINIMAL + PATHS + "[S3]\nENDPOINTS = x\n", "ignoring ENDPOINTS in [S3]"),
+    ],
+)
+def test_keys_the_job_does_not_read_are_ignored_with_a_warning(tmp_path, caplog, text, ignored):
+    with caplog.at_level(logging.WARNING, logger=etl.JOB_NAME):
+        settings = settings_from(tmp_path, text)
+    assert settings.aws["AWS_SECRET_ACCESS_KEY"] == SECRET
+    assert [ignored in record.getMessage() for record in caplog.records] == [True]
 
 
 @pytest.mark.parametrize(

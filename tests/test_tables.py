@@ -6,7 +6,6 @@ from datetime import datetime, timezone
 
 import pytest
 from pyspark.sql import Row
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 from records import EVENT, NOV_15, SONG
@@ -77,22 +76,34 @@ def test_redelivered_event_with_differing_fields_keeps_one_deterministic_copy(ev
     assert [row.level for row in first] == [row.level for row in second] == ["free"]
 
 
-def test_songplay_ids_are_unique_stable_and_time_ordered(events_df, songs_df):
+def test_redelivered_event_keeps_the_copy_of_the_first_file(spark, songs_df):
+    """First delivered wins over the column order, so a daily run keeps what it published."""
+    schema = T.StructType([*etl.EVENT_SCHEMA.fields, T.StructField(etl.SOURCE_FILE, T.StringType())])
+    rows = [
+        Row(**event(level="paid"), **{etl.SOURCE_FILE: "file:/in/2018-11-01-events.json"}),
+        Row(**event(level="free"), **{etl.SOURCE_FILE: "file:/in/2018-11-02-events.json"}),
+    ]
+    result = songplays(spark.createDataFrame(rows, schema), songs_df(song())).collect()
+    assert [row.level for row in result] == ["paid"]
+
+
+def test_songplay_id_is_the_plays_identity_whatever_else_arrives(events_df, songs_df):
     rows = [event(ts=NOV_15 + offset, userId=str(user)) for offset in (0, 5, 9) for user in (3, 1, 2)]
     first = songplays(events_df(*rows), songs_df(song()))
     again = songplays(events_df(*reversed(rows)).repartition(3), songs_df(song()))
     ids = [row.songplay_id for row in first.orderBy("start_time", "user_id").collect()]
     assert len(set(ids)) == len(rows)
-    assert ids == sorted(ids)
+    assert ids == sorted(ids)  # zero-padded ts first: ids sort in time order
     assertDataFrameEqual(first, again)
-    same_ms = first.filter(F.col("start_time") == utc(2018, 11, 15)).orderBy("user_id").collect()
-    assert [row.songplay_id - NOV_15 * etl.ID_SLOTS_PER_MS for row in same_ms] == [0, 1, 2]
+    alone = songplays(events_df(rows[1]), songs_df(song())).first().songplay_id
+    assert alone == f"{NOV_15:013d}-1-818-0"  # the same id with or without the other plays
+    assert alone in ids
 
 
 def test_songplay_columns_types_and_partition_fields(events_df, songs_df):
     result = songplays(events_df(event(userAgent='"Mozilla/5.0 (X11; "Linux")"')), songs_df(song()))
     assert result.dtypes == [
-        ("songplay_id", "bigint"),
+        ("songplay_id", "string"),
         ("start_time", "timestamp"),
         ("user_id", "int"),
         ("level", "string"),
@@ -220,3 +231,15 @@ def test_time_has_one_row_per_distinct_start_time_with_iso_fields(events_df, son
         Row(start_time=utc(2018, 12, 31), hour=0, day=31, week=1, month=12, year=2018, weekday=1),
     ]
     assertDataFrameEqual(result, expected)
+
+
+# --- the contract -------------------------------------------------------------------------
+
+
+def test_every_table_has_the_columns_and_types_of_its_contract(events_df, songs_df):
+    events = events_df(event(ts=NOV_15), event(ts=NOV_15 + MINUTE, page="Home"))
+    tables = etl.build_tables(events, songs_df(song()))
+    for name, table in tables.items():
+        contract = [(field.name, field.dataType) for field in etl.TABLE_SCHEMAS[name].fields]
+        assert [(field.name, field.dataType) for field in table.schema.fields] == contract, name
+        assert set(etl.PARTITION_COLUMNS[name]) <= {name for name, _ in contract}

@@ -46,7 +46,7 @@ def songs_df(spark):
 
 
 def songplays(events, songs):
-    return etl.build_songplays(events, etl.one_record_per_song(songs))
+    return etl.build_songplays(etl.distinct_song_plays(events), etl.one_record_per_song(songs))
 
 
 # --- songplays -------------------------------------------------------------------------

@@ -113,20 +113,20 @@ def test_song_validation(spark, line, reason):
 
 
 def test_every_event_gets_exactly_one_status(spark):
-    lines = [
-        json.dumps(GOOD_EVENT),
-        changed(GOOD_EVENT, page="Home"),
-        changed(GOOD_EVENT, userId="", page="NextSong"),
-        "garbage",
-    ]
-    frame = spark.createDataFrame([(line, "f") for line in lines], [etl.RAW, etl.SOURCE_FILE])
-    statuses = [row[etl.STATUS] for row in etl.classify_events(etl.validate_events(frame)).collect()]
-    assert statuses == [
-        etl.CANDIDATE,
-        etl.EXCLUDED_PREFIX + etl.NOT_A_SONG_PLAY,
-        etl.EXCLUDED_PREFIX + etl.LOGGED_OUT,
-        etl.REJECTED_PREFIX + etl.MALFORMED_JSON,
-    ]
+    expected = {
+        json.dumps(GOOD_EVENT): etl.CANDIDATE,
+        changed(GOOD_EVENT, page="Home"): etl.EXCLUDED_PREFIX + etl.NOT_A_SONG_PLAY,
+        changed(GOOD_EVENT, userId="", page="NextSong"): etl.EXCLUDED_PREFIX + etl.LOGGED_OUT,
+        changed(GOOD_EVENT, level="free"): etl.EXCLUDED_PREFIX + etl.DUPLICATE_EVENT,  # same play, later copy
+        "garbage": etl.REJECTED_PREFIX + etl.MALFORMED_JSON,
+    }
+    frame = spark.createDataFrame(
+        [(line, f"file:/in/{n}.json") for n, line in enumerate(expected)], [etl.RAW, etl.SOURCE_FILE]
+    )
+    classified = etl.classify_events(etl.validate_events(frame)).collect()
+    assert {row[etl.SOURCE_FILE]: row[etl.STATUS] for row in classified} == {
+        f"file:/in/{n}.json": status for n, status in enumerate(expected.values())
+    }
 
 
 def test_rejects_keep_the_raw_line_and_its_file(spark):

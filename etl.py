@@ -93,23 +93,33 @@ MIN_INPUT_PARTITIONS = "spark.sql.files.minPartitionNum"
 INPUT_PARTITIONS_PER_CORE = 4
 # Without Hadoop's native library (pip's PySpark has none) the local file system forks a
 # `chmod` for every file and directory it creates (thousands for the songs table). A
-# JVM the job starts in local mode instead uses a subclass of Hadoop's raw local file
-# system that sets the same modes through java.nio; it is compiled once by the Janino
-# compiler that ships in Spark's jars (no JDK needed) and cached. If that cannot be
-# built, the job falls back to the raw local file system (no .crc side files) with
-# vfork'd chmods. Never applied to s3:// or hdfs:// paths, nor to a cluster's JVMs.
+# JVM the job starts in local mode instead uses Hadoop's local file system over a raw one
+# that sets the same modes through java.nio, and without .crc side files; it is compiled
+# once by the Janino compiler that ships in Spark's jars (no JDK needed) and cached. If
+# that cannot be built, local output falls back to the raw local file system (no .crc
+# files) with vfork'd chmods. Never applied to s3:// or hdfs:// paths, nor to a
+# cluster's JVMs.
 FILE_SYSTEM_IMPL = "spark.hadoop.fs.file.impl"
 RAW_LOCAL_FILE_SYSTEM = "org.apache.hadoop.fs.RawLocalFileSystem"
 NO_FORK_FILE_SYSTEM = "sparkify.NoForkLocalFileSystem"
 NO_FORK_FILE_SYSTEM_SOURCE = """package sparkify;
 
-public class NoForkLocalFileSystem extends org.apache.hadoop.fs.RawLocalFileSystem {
-    public void setPermission(org.apache.hadoop.fs.Path path, org.apache.hadoop.fs.permission.FsPermission permission)
-            throws java.io.IOException {
-        String mode = permission.getUserAction().SYMBOL + permission.getGroupAction().SYMBOL
-            + permission.getOtherAction().SYMBOL;
-        java.nio.file.Files.setPosixFilePermissions(
-            pathToFile(path).toPath(), java.nio.file.attribute.PosixFilePermissions.fromString(mode));
+/** Hadoop's local file system without .crc side files, over a raw one that sets modes in-process. */
+public class NoForkLocalFileSystem extends org.apache.hadoop.fs.LocalFileSystem {
+    public NoForkLocalFileSystem() {
+        super(new Raw());
+        setWriteChecksum(false);
+    }
+
+    public static class Raw extends org.apache.hadoop.fs.RawLocalFileSystem {
+        public void setPermission(
+                org.apache.hadoop.fs.Path path, org.apache.hadoop.fs.permission.FsPermission permission)
+                throws java.io.IOException {
+            String mode = permission.getUserAction().SYMBOL + permission.getGroupAction().SYMBOL
+                + permission.getOtherAction().SYMBOL;
+            java.nio.file.Files.setPosixFilePermissions(
+                pathToFile(path).toPath(), java.nio.file.attribute.PosixFilePermissions.fromString(mode));
+        }
     }
 }
 """
@@ -664,7 +674,8 @@ def create_spark_session(settings: Settings, log_path: str) -> SparkSession:
         java_options = [f"-Dlog4j2.configurationFile={log_config}"]
         if properties["spark.master"].startswith("local"):
             java_options.append(LOCAL_MODE_JAVA_OPTION)
-            properties = with_local_file_system(properties)
+            local_output = urlparse(settings.output_uri).scheme.lower() in LOCAL_SCHEMES
+            properties = with_local_file_system(properties, local_output)
         properties[DRIVER_JAVA_OPTIONS] = " ".join(java_options + [properties.get(DRIVER_JAVA_OPTIONS, "")]).strip()
         launch_args = [arg for key, value in properties.items() for arg in ("--conf", f"{key}={value}")]
         os.environ["PYSPARK_SUBMIT_ARGS"] = " ".join(shlex.quote(arg) for arg in launch_args + ["pyspark-shell"])
@@ -684,13 +695,17 @@ def create_spark_session(settings: Settings, log_path: str) -> SparkSession:
     return spark
 
 
-def with_local_file_system(properties: dict) -> dict:
-    """Local-mode properties with the fork-free local file system, unless [SPARK] chose one."""
+def with_local_file_system(properties: dict, local_output: bool = True) -> dict:
+    """Local-mode properties with the fork-free local file system, unless [SPARK] chose one.
+
+    The fallback, Hadoop's raw local file system, only serves local output: S3A buffers
+    its uploads through FileSystem.getLocal, which must be a LocalFileSystem.
+    """
     if FILE_SYSTEM_IMPL in properties:
         return properties
     classes = no_fork_file_system()
     if classes is None:
-        return {**properties, FILE_SYSTEM_IMPL: RAW_LOCAL_FILE_SYSTEM}
+        return {**properties, FILE_SYSTEM_IMPL: RAW_LOCAL_FILE_SYSTEM} if local_output else properties
     class_path = os.pathsep.join(filter(None, [classes, properties.get(DRIVER_CLASS_PATH, "")]))
     return {**properties, FILE_SYSTEM_IMPL: NO_FORK_FILE_SYSTEM, DRIVER_CLASS_PATH: class_path}
 

@@ -64,7 +64,7 @@ def test_terminal_shows_stages_and_summary_without_spark_noise(sample_run):
         assert stage in result.stdout
     lines = result.stdout.splitlines()
     assert lines[-1].startswith("report: ")  # the summary table closes the run
-    assert "songplays        6,820" in lines
+    assert "songplays        6,820  replaced" in lines
     assert "events: 8,056 read = 6,820 used + 0 rejected + 1,236 excluded" in lines
     assert " INFO " not in result.stderr
 

@@ -15,7 +15,7 @@ from test_s3 import download, list_objects, local_run, new_bucket, s3_config
 
 pytestmark = pytest.mark.timeout(1200)
 
-DAYS = 3
+DAYS = 2
 
 
 def test_daily_s3a_runs_equal_one_full_run(tmp_path, s3_server: S3Server, s3a_jars, spark):

@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 ANALYZE = REPO / "tools" / "analyze.py"
 QUESTIONS_DIR = REPO / "sql" / "questions"
 DDL_FILE = REPO / "sql" / "athena_tables.sql"
+DOCS_REPORT = REPO / "docs" / "analysis"
 SQL_FILES = sorted(QUESTIONS_DIR.glob("*.sql"))
 TOOL_TIMEOUT_S = 300
 TOP_N = 20  # the LIMIT of the ranking queries
@@ -241,6 +242,16 @@ def test_rankings_are_most_played_first_and_cut_at_the_limit(name, report, expec
     plays = [int(row[header.index("plays")]) for row in rows]
     assert plays == sorted(plays, reverse=True)
     assert len(rows) == TOP_N  # the sample has more than TOP_N of each
+
+
+def test_committed_sample_report_is_current(report):
+    """docs/analysis/ (README's charts) is what the tool gives on sample_data today."""
+    for name in CSV_COLUMNS:
+        committed = DOCS_REPORT / f"{name}.csv"
+        assert committed.read_bytes() == (report / f"{name}.csv").read_bytes(), (
+            f"{committed} is stale: rerun the commands of README's 'The report for the bundled sample'"
+        )
+    assert sorted(path.stem for path in DOCS_REPORT.glob("*.png")) == CHARTED
 
 
 def test_figures_agree_with_the_jobs_own_report(report, job_report):

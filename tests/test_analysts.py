@@ -333,6 +333,24 @@ def test_missing_tables_are_named(tmp_path, tables):
     assert "users" in line and "artists" in line and "songplays" not in line
 
 
+def test_empty_tables_give_a_report_that_says_so(tmp_path, tables):
+    """A run without plays: Spark writes only _SUCCESS for empty partitioned tables."""
+    empty = tmp_path / "empty"
+    for table in etl.TABLE_NAMES:
+        if etl.PARTITION_COLUMNS[table] and table != etl.SONGS:
+            (empty / table).mkdir(parents=True)
+            (empty / table / etl.SUCCESS_MARKER).write_text("")
+        else:
+            shutil.copytree(tables / table, empty / table)
+    done = analyze("--tables", str(empty), "--out", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    header, rows = read_csv(tmp_path / "r" / "summary.csv")
+    assert rows == [["0", "0", "", "0", "", ""]]
+    _, songs = read_csv(tmp_path / "r" / "top_songs.csv")
+    assert songs == []
+    assert "There are no plays in these tables." in (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+
+
 def test_a_usage_mistake_is_one_line_exit_2():
     one_line_error(analyze("--tables", "x"), "--out")
     one_line_error(analyze("--ddl"), "--location")

@@ -205,11 +205,16 @@ def parquet_files(folder: Path) -> list[Path]:
     ]
 
 
+def is_empty_table(folder: Path) -> bool:
+    """Spark writes no file at all for an empty partitioned table, only its _SUCCESS marker."""
+    return (folder / etl.SUCCESS_MARKER).is_file() and not parquet_files(folder)
+
+
 def check_tables(root: Path, shown: str) -> None:
-    """Every table folder exists and holds parquet, else one line that says which do not."""
+    """Every table folder holds parquet or is a finished empty table, else one line naming the missing."""
     if not root.is_dir():
         raise UserError(f"{shown} is not a folder (pass --tables the output root of etl.py)")
-    missing = [table for table in etl.TABLE_NAMES if not parquet_files(root / table)]
+    missing = [table for table in etl.TABLE_NAMES if not (parquet_files(root / table) or is_empty_table(root / table))]
     if len(missing) == len(etl.TABLE_NAMES):
         raise UserError(
             f"no tables under {shown}: expected the folders {', '.join(etl.TABLE_NAMES)} with parquet files"
@@ -230,6 +235,10 @@ def connect(root: Path) -> duckdb.DuckDBPyConnection:
         glob = str(root / table / "**" / f"*{PARQUET_SUFFIX}").replace("'", "''")
         hive_types = ", ".join(f"'{name}': {engine_type(schema[name].dataType, DUCKDB_TYPES)}" for name in partitions)
         options = "hive_partitioning = true" + (f", hive_types = {{{hive_types}}}" if partitions else "")
+        if is_empty_table(root / table):
+            columns = ", ".join(f'CAST(NULL AS {engine_type(f.dataType, DUCKDB_TYPES)}) AS "{f.name}"' for f in schema)
+            con.execute(f'CREATE VIEW "{table}" AS SELECT {columns} WHERE false')
+            continue
         columns = ", ".join(
             f'CAST("{f.name}" AS {engine_type(f.dataType, DUCKDB_TYPES)}) AS "{f.name}"' for f in schema
         )
@@ -271,7 +280,7 @@ def local_tables(location: str, endpoint_url: str | None) -> Iterator[Path]:
 
 
 def download_tables(location: str, endpoint_url: str | None, dest: Path) -> None:
-    """Copy each table's parquet objects (and the run report) from S3 into ``dest``.
+    """Copy each table's parquet objects and _SUCCESS marker (and the run report) from S3 into ``dest``.
 
     DuckDB cannot read S3 itself here: its httpfs extension has no PyPI build for the
     pinned DuckDB (README, "For analysts"). Credentials come from boto3's usual chain.
@@ -298,7 +307,8 @@ def download_tables(location: str, endpoint_url: str | None, dest: Path) -> None
                 for item in page.get("Contents", []):
                     relative = item["Key"][len(base) :]
                     parts = relative.split("/")[1:]
-                    if relative.endswith(PARQUET_SUFFIX) and not any(p.startswith(("_", ".")) for p in parts):
+                    data = relative.endswith(PARQUET_SUFFIX) and not any(p.startswith(("_", ".")) for p in parts)
+                    if data or parts == [etl.SUCCESS_MARKER]:  # the marker tells an empty table from none
                         wanted.append(relative)
 
         def fetch(relative: str) -> None:

@@ -15,6 +15,9 @@ import duckdb_reference as ref
 
 FLOAT_DIGITS = 6
 EXAMPLES = 3
+SIDES = ("job", "reference")
+# The machine is shared: millions of rows spill to disk rather than take most of its memory.
+MEMORY_LIMIT = "4GB"
 INT = "TRY_CAST(CAST({c} AS VARCHAR) AS BIGINT)"
 DBL = "round(CAST({c} AS DOUBLE), " + str(FLOAT_DIGITS) + ")"
 TS = "CAST({c} AS TIMESTAMP)"
@@ -58,18 +61,17 @@ def canonical_rows(output_dir: str | Path, table: str) -> list[tuple]:
 def differences(job_dir: str | Path, reference_dir: str | Path, table: str) -> dict:
     """Row counts of both sides, rows only on one side (EXCEPT ALL: as multisets) and examples."""
     with ref.connect() as con:
+        con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
         canonical(con, job_dir, table).to_table("job_rows")
         canonical(con, reference_dir, table).to_table("reference_rows")
-        only = {
-            side: con.sql(f"SELECT * FROM {side}_rows EXCEPT ALL SELECT * FROM {other}_rows")
-            for side, other in (("job", "reference"), ("reference", "job"))
-        }
-        return {
-            "rows_job": con.sql("SELECT count(*) FROM job_rows").fetchone()[0],
-            "rows_reference": con.sql("SELECT count(*) FROM reference_rows").fetchone()[0],
-            **{f"only_{side}": rel.count("*").fetchone()[0] for side, rel in only.items()},
-            **{f"examples_only_{side}": [str(r) for r in rel.limit(EXAMPLES).fetchall()] for side, rel in only.items()},
-        }
+        result = {f"rows_{side}": con.sql(f"SELECT count(*) FROM {side}_rows").fetchone()[0] for side in SIDES}
+        for side, other in zip(SIDES, reversed(SIDES)):
+            only = f"SELECT * FROM {side}_rows EXCEPT ALL SELECT * FROM {other}_rows"
+            con.execute(f"CREATE TEMP TABLE only_{side} AS {only}")
+            result[f"only_{side}"] = con.sql(f"SELECT count(*) FROM only_{side}").fetchone()[0]
+            examples = con.sql(f"SELECT * FROM only_{side} LIMIT {EXAMPLES}").fetchall()
+            result[f"examples_only_{side}"] = [str(row) for row in examples]
+        return result
 
 
 def equal(diff: dict) -> bool:

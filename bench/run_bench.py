@@ -186,6 +186,7 @@ class PeakRss:
         self.roles, self.interval = roles, interval
         self.peaks_mb: dict[str, float] = {}
         self.process_peaks_mb: dict[str, dict[int, float]] = {}
+        self.load_samples: list[float] = []  # the 1-minute load average: other work skews times
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -195,6 +196,7 @@ class PeakRss:
                 roles = self.roles()
             except psutil.Error:
                 roles = {}
+            self.load_samples.append(os.getloadavg()[0])
             for role, processes in roles.items():
                 sizes = {p.pid: _rss_of(p) / MB for p in processes}
                 self.peaks_mb[role] = max(self.peaks_mb.get(role, 0.0), sum(sizes.values()))
@@ -237,6 +239,7 @@ def run_monitored(cmd: list[str], log_path: Path) -> dict:
         "wall_s": wall,
         "peak_jvm_mb": peaks.peaks_mb.get("jvm", 0.0),
         "peak_tree_mb": peaks.peaks_mb.get("tree", 0.0),
+        "load_avg_1m_max_during": max(peaks.load_samples, default=0.0),
     }
 
 
@@ -400,7 +403,7 @@ def print_record(rec: dict) -> None:
     wall = job["wall_s"]
     print(
         f"job        wall {wall:8.1f} s  ({rec['events'] / wall:,.0f} events/s)  "
-        f"runs {[round(x, 1) for x in job['all_wall_s']]}"
+        f"runs {[round(x, 1) for x in job['all_wall_s']]}, load average up to {job['load_avg_1m_max_during']:.1f}"
     )
     print(f"           stages: {_fmt_seconds(report.get('seconds', {})) or 'n/a'}")
     print(

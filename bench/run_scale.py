@@ -130,6 +130,7 @@ def run_on_cluster(data_dir: Path, work: Path) -> dict:
         "report": json.loads(report.read_text()),
         "driver_peak_rss_mb": peaks.peaks_mb.get("driver", 0.0),
         "executor_peak_rss_mb": executors,
+        "load_avg_1m_max_during": max(peaks.load_samples, default=0.0),
         "output": output,
         "event_log": log_dir,
     }
@@ -177,6 +178,7 @@ def measure(work: Path) -> dict:
             "events_per_core_second": round(EVENTS / (job["wall_s"] * cores)),
             "driver_peak_rss_mb": round(job["driver_peak_rss_mb"]),
             "executor_peak_rss_mb": [round(mb) for mb in job["executor_peak_rss_mb"]],
+            "load_avg_1m_max_during": round(job["load_avg_1m_max_during"], 1),
         },
         "reference": {"wall_s": round(reference["wall_s"], 1), "seconds": reference["report"]["seconds"]},
         "ratio_job_over_reference": round(job["wall_s"] / reference["wall_s"], 2),

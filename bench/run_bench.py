@@ -4,12 +4,18 @@ Run from the repository root::
 
     .venv/bin/python bench/run_bench.py --sizes 100k,1M,4M
 
-For each size it generates (once, cached in ``bench/.cache/<size>/``) a dataset with
-``tools/generate_data.py`` in the S3 layout, runs ``etl.py`` exactly as a user would
-(``--input/--output/--report``, default ``[SPARK]`` settings), samples the driver JVM's peak
-RSS, reads the job's JSON report, counts the parquet part files per table, then times
-``bench/duckdb_reference.py`` on the same input. Results go to ``bench/results/results.json``
-and ``bench/results/seconds_vs_size.png``.
+For each size and series it generates (once, cached in ``bench/.cache/<label>/``) a
+dataset with ``tools/generate_data.py`` in the S3 layout, runs ``etl.py`` exactly as a user
+would (``--input/--output/--report``, default ``[SPARK]`` settings), samples the peak RSS of
+the driver JVM (in local mode the executors are threads of that JVM), reads the job's
+JSON report, counts the parquet part files per table, then times
+``bench/duckdb_reference.py`` on the same input. Two series: ``growing`` (the catalogue
+grows with the events, 10k songs per 1M events, 22 songs per artist as in the MSD) and
+``fixed`` (10k songs whatever the size, the course bucket's songs per artist). Before the
+sizes it measures Spark's fixed cost: a bare PySpark session (start with the job's own
+settings, one-row count, stop; a fresh process) and the bundled sample end to end
+(``python etl.py``). Results go to ``bench/results/results.json`` and
+``bench/results/seconds_vs_size.png``, with each goal's ratio and whether it was met.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -42,6 +50,31 @@ DEFAULT_SIZES = "100k,1M,4M"
 DEFAULT_SONGS = 10_000
 DEFAULT_SEED = 42
 DEFAULT_REPEAT = 1
+DEFAULT_STARTUP_REPEAT = 3
+# The growing series: catalogue size and shape follow the events, as a real service's do.
+SONGS_PER_MILLION_EVENTS = 10_000
+MSD_SONGS_PER_ARTIST = 22.0  # the full Million Song Dataset: 1M songs by 44,745 artists
+SERIES = {
+    "growing": "10k songs per 1M events, 22 songs per artist (MSD), one song per file",
+    "fixed": "10k songs (--songs) at every size, about 1.8 songs per artist (course bucket), one song per file",
+}
+LOCAL_MODE_MEMORY = "local mode: the executors are threads of the driver JVM, so its peak RSS is theirs"
+# Goals of issue 11, each a ratio measured in one run on this machine.
+GOAL_JOB_OVER_REFERENCE = {"1M": 4.0, "4M": 3.0}
+GOAL_SAMPLE_OVER_BARE_SESSION = 2.5
+SAMPLE_DIR = REPO / "sample_data"
+# A bare session with the job's own settings (etl.create_spark_session, dl.cfg's [SPARK]):
+# what any PySpark program pays before its first row. Run as `python -c CODE REPO`.
+BARE_SESSION_CODE = """
+import os, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+import etl
+with tempfile.TemporaryDirectory() as scratch:
+    settings = etl.load_settings(etl.parse_args(["--output", scratch]))
+    spark = etl.create_spark_session(settings, os.path.join(scratch, "spark.log"))
+    spark.range(1).count()
+    spark.stop()
+"""
 GENERATOR_LAYOUT = "s3"
 CACHE_MANIFEST = "cache.json"
 SIZE_SUFFIXES = {"k": 1_000, "m": 1_000_000}
@@ -70,24 +103,26 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def generator_args(songs: int, events: int, seed: int, out: Path) -> list[str]:
+def generator_args(
+    songs: int, events: int, seed: int, out: Path, songs_per_file: int = 1, songs_per_artist: float | None = None
+) -> list[str]:
     """The generator's CLI arguments (the cache key is made of the same values)."""
-    return [
-        "--songs",
-        str(songs),
-        "--events",
-        str(events),
-        "--seed",
-        str(seed),
-        "--out",
-        str(out),
-        "--layout",
-        GENERATOR_LAYOUT,
-    ]
+    args = ["--songs", str(songs), "--events", str(events), "--seed", str(seed), "--out", str(out)]
+    args += ["--layout", GENERATOR_LAYOUT, "--songs-per-file", str(songs_per_file)]
+    if songs_per_artist is not None:
+        args += ["--songs-per-artist", str(songs_per_artist)]
+    return args
 
 
-def ensure_dataset(label: str, songs: int, events: int, seed: int) -> tuple[Path, float | None]:
-    """Return (input dir, generation seconds or None when reused from the cache)."""
+def ensure_dataset(
+    label: str,
+    songs: int,
+    events: int,
+    seed: int,
+    songs_per_file: int = 1,
+    songs_per_artist: float | None = None,
+) -> tuple[Path, float | None]:
+    """Return (input dir, generation seconds or None when reused from bench/.cache/<label>)."""
     if not GENERATOR.exists():
         raise SystemExit(f"generator not found: {GENERATOR}")
     base = CACHE_DIR / label
@@ -97,6 +132,8 @@ def ensure_dataset(label: str, songs: int, events: int, seed: int) -> tuple[Path
         "events": events,
         "seed": seed,
         "layout": GENERATOR_LAYOUT,
+        "songs_per_file": songs_per_file,
+        "songs_per_artist": songs_per_artist,
         "generator_sha256": file_sha256(GENERATOR),
     }
     manifest = base / CACHE_MANIFEST
@@ -106,7 +143,7 @@ def ensure_dataset(label: str, songs: int, events: int, seed: int) -> tuple[Path
         shutil.rmtree(data_dir)
     manifest.unlink(missing_ok=True)
     base.mkdir(parents=True, exist_ok=True)
-    cmd = [PYTHON, str(GENERATOR), *generator_args(songs, events, seed, data_dir)]
+    cmd = [PYTHON, str(GENERATOR), *generator_args(songs, events, seed, data_dir, songs_per_file, songs_per_artist)]
     print(f"  generating: {shlex.join(cmd)}", flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
@@ -136,34 +173,73 @@ def _name_of(proc: psutil.Process) -> str:
         return ""
 
 
+class PeakRss:
+    """Peak RSS per role while a block runs, sampled every ``interval`` seconds in a thread.
+
+    ``roles()`` returns the processes of each role right now; a role's peak is that of
+    the sum of its processes' RSS, and every process's own peak is kept too.
+    """
+
+    def __init__(
+        self, roles: Callable[[], dict[str, list[psutil.Process]]], interval: float = SAMPLE_INTERVAL_S
+    ) -> None:
+        self.roles, self.interval = roles, interval
+        self.peaks_mb: dict[str, float] = {}
+        self.process_peaks_mb: dict[str, dict[int, float]] = {}
+        self.load_samples: list[float] = []  # the 1-minute load average: other work skews times
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                roles = self.roles()
+            except psutil.Error:
+                roles = {}
+            self.load_samples.append(os.getloadavg()[0])
+            for role, processes in roles.items():
+                sizes = {p.pid: _rss_of(p) / MB for p in processes}
+                self.peaks_mb[role] = max(self.peaks_mb.get(role, 0.0), sum(sizes.values()))
+                own = self.process_peaks_mb.setdefault(role, {})
+                for pid, size in sizes.items():
+                    own[pid] = max(own.get(pid, 0.0), size)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def run_monitored(cmd: list[str], log_path: Path) -> dict:
     """Run ``cmd`` from the repo root, sampling the peak RSS of it and of its JVM child.
 
     The JVM is the ``java`` descendant spawned by PySpark's launcher: that is the driver
     whose heap the job sizes, so it is reported on its own.
     """
-    peak_jvm = peak_tree = 0
     start = time.perf_counter()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         root = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            try:
-                children = root.children(recursive=True)
-            except psutil.NoSuchProcess:
-                children = []
-            jvm = sum(_rss_of(c) for c in children if _name_of(c) == JVM_PROCESS_NAME)
-            tree = _rss_of(root) + sum(_rss_of(c) for c in children)
-            peak_jvm, peak_tree = max(peak_jvm, jvm), max(peak_tree, tree)
-            time.sleep(SAMPLE_INTERVAL_S)
+
+        def roles() -> dict[str, list[psutil.Process]]:
+            children = root.children(recursive=True)
+            return {"jvm": [c for c in children if _name_of(c) == JVM_PROCESS_NAME], "tree": [root, *children]}
+
+        with PeakRss(roles) as peaks:
+            proc.wait()
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         tail = log_path.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{shlex.join(cmd)} failed ({proc.returncode}):\n{tail}")
     return {
         "wall_s": wall,
-        "peak_jvm_mb": peak_jvm / MB,
-        "peak_tree_mb": peak_tree / MB,
+        "peak_jvm_mb": peaks.peaks_mb.get("jvm", 0.0),
+        "peak_tree_mb": peaks.peaks_mb.get("tree", 0.0),
+        "load_avg_1m_max_during": max(peaks.load_samples, default=0.0),
     }
 
 
@@ -219,15 +295,27 @@ def best(runs: list[dict]) -> dict:
     return min(runs, key=lambda r: r["wall_s"])
 
 
-def bench_size(label: str, events: int, args: argparse.Namespace) -> dict:
+def series_songs(series: str, events: int, args: argparse.Namespace) -> tuple[int, float | None]:
+    """(songs, mean songs per artist or None for the generator's default) of a series at a size."""
+    if series == "growing":
+        return max(1, events * SONGS_PER_MILLION_EVENTS // 1_000_000), MSD_SONGS_PER_ARTIST
+    return args.songs, None
+
+
+def bench_size(series: str, size: str, args: argparse.Namespace) -> dict:
     """Generate (or reuse), run the job and the reference; return one result record."""
-    print(f"\n=== {label}: {events:,} events, {args.songs:,} songs ===", flush=True)
-    data_dir, gen_s = ensure_dataset(label, args.songs, events, args.seed)
+    events = parse_size(size)
+    songs, per_artist = series_songs(series, events, args)
+    label = size if series == "fixed" else f"{size}-{series}"  # fixed: the cache folders of before
+    print(f"\n=== {series} {size}: {events:,} events, {songs:,} songs ===", flush=True)
+    data_dir, gen_s = ensure_dataset(label, songs, events, args.seed, songs_per_artist=per_artist)
     n_files, n_bytes = dir_size(data_dir)
     record: dict = {
-        "size": label,
+        "series": series,
+        "size": size,
         "events": events,
-        "songs": args.songs,
+        "songs": songs,
+        "songs_per_artist": per_artist,
         "seed": args.seed,
         "input_files": n_files,
         "input_mb": n_bytes / MB,
@@ -239,6 +327,11 @@ def bench_size(label: str, events: int, args: argparse.Namespace) -> dict:
     job_runs = [run_job(data_dir, CACHE_DIR / label / "out" / "job", args.job_args) for _ in range(args.repeat)]
     record["job"] = best(job_runs)
     record["job"]["all_wall_s"] = [r["wall_s"] for r in job_runs]
+    record["memory"] = {
+        "driver_peak_rss_mb": record["job"]["peak_jvm_mb"],
+        "executors_peak_rss_mb": record["job"]["peak_jvm_mb"],
+        "note": LOCAL_MODE_MEMORY,
+    }
     if not args.skip_reference:
         ref_runs = [run_reference(data_dir, CACHE_DIR / label / "out" / "reference") for _ in range(args.repeat)]
         record["reference"] = best(ref_runs)
@@ -246,6 +339,53 @@ def bench_size(label: str, events: int, args: argparse.Namespace) -> dict:
         record["ratio_job_over_reference"] = record["job"]["wall_s"] / best(ref_runs)["wall_s"]
     print_record(record)
     return record
+
+
+def measure_startup(repeat: int) -> dict:
+    """Spark's fixed cost: a bare session vs the bundled sample end to end, fastest of ``repeat``."""
+    out = CACHE_DIR / "sample"
+    out.mkdir(parents=True, exist_ok=True)
+    bare_cmd = [PYTHON, "-c", BARE_SESSION_CODE, str(REPO)]
+    sample_cmd = [PYTHON, str(ETL), "--output", str(out / "out"), "--report", str(out / "report.json")]
+    print(f"\n=== start-up: bare session vs {SAMPLE_DIR.name}/ end to end, {repeat} runs each ===", flush=True)
+    print(f"  bare session: python -c BARE_SESSION_CODE; sample: {shlex.join(sample_cmd)}", flush=True)
+    bare = [run_monitored(bare_cmd, out / "bare.log") for _ in range(repeat)]
+    sample = [run_monitored(sample_cmd, out / "sample.log") for _ in range(repeat)]
+    result = {
+        "bare_session": {**best(bare), "all_wall_s": [r["wall_s"] for r in bare]},
+        "sample": {**best(sample), "all_wall_s": [r["wall_s"] for r in sample]},
+        "sample_report_seconds": json.loads((out / "report.json").read_text())["seconds"],
+        "load_avg_1m_before": os.getloadavg()[0],
+    }
+    result["ratio_sample_over_bare_session"] = result["sample"]["wall_s"] / result["bare_session"]["wall_s"]
+    runs = {name: [round(x, 1) for x in result[name]["all_wall_s"]] for name in ("bare_session", "sample")}
+    print(
+        f"bare session {result['bare_session']['wall_s']:.1f} s (runs {runs['bare_session']}), "
+        f"sample {result['sample']['wall_s']:.1f} s (runs {runs['sample']}), "
+        f"ratio {result['ratio_sample_over_bare_session']:.2f}x (goal <= {GOAL_SAMPLE_OVER_BARE_SESSION}x)",
+        flush=True,
+    )
+    return result
+
+
+def goals(results: dict) -> list[dict]:
+    """Each goal of issue 11 with the ratio this run measured and whether it was met."""
+    checks = []
+    startup = results.get("startup")
+    if startup:
+        measured = startup["ratio_sample_over_bare_session"]
+        checks.append(("sample end to end / bare session", GOAL_SAMPLE_OVER_BARE_SESSION, measured))
+    for series, records in results["series"].items():
+        for record in records:
+            limit = GOAL_JOB_OVER_REFERENCE.get(record["size"])
+            if limit and "ratio_job_over_reference" in record:
+                checks.append(
+                    (f"job / DuckDB at {record['size']} ({series})", limit, record["ratio_job_over_reference"])
+                )
+    return [
+        {"goal": name, "at_most": limit, "measured": round(value, 2), "met": value <= limit}
+        for name, limit, value in checks
+    ]
 
 
 def _fmt_seconds(seconds: dict) -> str:
@@ -257,16 +397,19 @@ def print_record(rec: dict) -> None:
     job = rec["job"]
     report = job.get("report", {})
     print(
-        f"--- {rec['size']}: input {rec['input_files']:,} files, {rec['input_mb']:.0f} MB, "
+        f"--- {rec['series']} {rec['size']}: input {rec['input_files']:,} files, {rec['input_mb']:.0f} MB, "
         f"load average before {rec['load_avg_1m_before']:.1f} on {rec['cpus']} CPUs"
     )
     wall = job["wall_s"]
     print(
         f"job        wall {wall:8.1f} s  ({rec['events'] / wall:,.0f} events/s)  "
-        f"runs {[round(x, 1) for x in job['all_wall_s']]}"
+        f"runs {[round(x, 1) for x in job['all_wall_s']]}, load average up to {job['load_avg_1m_max_during']:.1f}"
     )
     print(f"           stages: {_fmt_seconds(report.get('seconds', {})) or 'n/a'}")
-    print(f"           driver JVM peak RSS {job['peak_jvm_mb']:,.0f} MB (process tree {job['peak_tree_mb']:,.0f} MB)")
+    print(
+        f"           driver JVM peak RSS {job['peak_jvm_mb']:,.0f} MB = executors' ({LOCAL_MODE_MEMORY}); "
+        f"process tree {job['peak_tree_mb']:,.0f} MB"
+    )
     rows = report.get("tables", {})
     ref = rec.get("reference")
     ref_rows = ref["report"].get("tables", {}) if ref else {}
@@ -289,31 +432,50 @@ def print_record(rec: dict) -> None:
             print(f"WARNING row counts differ for: {', '.join(sorted(mismatch))}")
 
 
-def plot(records: list[dict]) -> None:
-    """Seconds vs events for the job and the reference (log-log)."""
+def plot(results: dict) -> None:
+    """Left: seconds vs events per series (log-log); right: each goal's ratio against its limit."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    events = [r["events"] for r in records]
-    ax.plot(events, [r["job"]["wall_s"] for r in records], "o-", label="Spark job (etl.py)")
-    with_ref = [r for r in records if "reference" in r]
-    if with_ref:
-        ax.plot(
-            [r["events"] for r in with_ref],
-            [r["reference"]["wall_s"] for r in with_ref],
-            "s--",
-            label="DuckDB reference",
-        )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("events")
-    ax.set_ylabel("wall seconds")
-    ax.set_title(f"Sparkify ETL, {records[0]['songs']:,} songs, {psutil.cpu_count()} cores")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    fig, (times, ratios) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    styles = {"growing": "-", "fixed": ":"}
+    for series, records in results["series"].items():
+        events = [r["events"] for r in records]
+        line = styles.get(series, "-")
+        times.plot(events, [r["job"]["wall_s"] for r in records], "o" + line, label=f"Spark job, {series}")
+        with_ref = [r for r in records if "reference" in r]
+        if with_ref:
+            times.plot(
+                [r["events"] for r in with_ref],
+                [r["reference"]["wall_s"] for r in with_ref],
+                "s" + line,
+                label=f"DuckDB reference, {series}",
+            )
+    startup = results.get("startup")
+    if startup:
+        times.axhline(startup["bare_session"]["wall_s"], color="grey", lw=0.8, label="bare PySpark session")
+    if any(results["series"].values()):
+        times.set_xscale("log")
+        times.set_yscale("log")
+    times.set_xlabel("events")
+    times.set_ylabel("wall seconds")
+    times.set_title(f"Sparkify ETL on {psutil.cpu_count()} cores (growing: 10k songs per 1M events)")
+    times.grid(True, which="both", alpha=0.3)
+    times.legend(fontsize=8)
+    checks = results.get("goals", [])
+    if checks:
+        names = [g["goal"].replace(" (", "\n(") for g in checks]
+        colours = ["tab:green" if g["met"] else "tab:red" for g in checks]
+        bars = ratios.barh(names, [g["measured"] for g in checks], color=colours)
+        ratios.bar_label(bars, fmt="%.2fx", fontsize=8)
+        ratios.scatter([g["at_most"] for g in checks], names, marker="|", s=400, color="black", label="goal")
+        ratios.set_xlabel("ratio (lower is better)")
+        ratios.invert_yaxis()
+        ratios.tick_params(axis="y", labelsize=7)
+        ratios.legend(fontsize=8)
+    ratios.set_title("goals: measured ratio vs limit")
     fig.tight_layout()
     fig.savefig(CHART_PNG, dpi=120)
     plt.close(fig)
@@ -323,26 +485,59 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(description="Benchmark etl.py against DuckDB.")
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="event counts, e.g. 100k,1M,4M")
-    parser.add_argument("--songs", type=int, default=DEFAULT_SONGS, help="songs (one file each)")
+    parser.add_argument(
+        "--series",
+        default=",".join(SERIES),
+        help=f"comma-separated, of: {'; '.join(f'{k}: {v}' for k, v in SERIES.items())}",
+    )
+    parser.add_argument("--songs", type=int, default=DEFAULT_SONGS, help="songs of the fixed series (one file each)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="runs per size")
+    parser.add_argument(
+        "--startup-repeat", type=int, default=DEFAULT_STARTUP_REPEAT, help="runs of each start-up measure"
+    )
+    parser.add_argument("--skip-startup", action="store_true", help="no bare session / sample measurement")
     parser.add_argument("--skip-reference", action="store_true", help="do not run DuckDB")
     parser.add_argument(
         "--job-args",
         default="",
-        help='extra etl.py arguments, e.g. "--shuffle-partitions 8"',
+        help='extra etl.py arguments, e.g. "--max-reject-rate 0.1"',
     )
     args = parser.parse_args(argv)
     args.job_args = shlex.split(args.job_args)
+    series = [name.strip() for name in args.series.split(",")]
     if not ETL.exists():
         raise SystemExit(f"job not found: {ETL}")
+    if unknown := set(series) - set(SERIES):
+        raise SystemExit(f"unknown series {sorted(unknown)}; known: {', '.join(SERIES)}")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    records = []
-    for label in args.sizes.split(","):
-        records.append(bench_size(label.strip(), parse_size(label), args))
-        # Rewritten after each size so that a long run leaves partial results behind.
-        RESULTS_JSON.write_text(json.dumps(records, indent=2))
-        plot(records)
+    results: dict = {
+        "command": shlex.join(["bench/run_bench.py", *(argv if argv is not None else sys.argv[1:])]),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cpus": psutil.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 1024**3, 1),
+        "series_definitions": {name: SERIES[name] for name in series},
+        "memory_note": LOCAL_MODE_MEMORY,
+        "series": {name: [] for name in series},
+    }
+
+    def save() -> None:
+        # Rewritten after each step so that a long run leaves partial results behind.
+        results["goals"] = goals(results)
+        RESULTS_JSON.write_text(json.dumps(results, indent=2))
+        plot(results)
+
+    if not args.skip_startup:
+        results["startup"] = measure_startup(args.startup_repeat)
+        save()
+    for size in args.sizes.split(","):
+        for name in series:
+            results["series"][name].append(bench_size(name, size.strip(), args))
+            save()
+    print("\ngoals:")
+    for goal in results["goals"]:
+        verdict = "met" if goal["met"] else "NOT met"
+        print(f"  {goal['goal']:<45} {goal['measured']:6.2f}x  (<= {goal['at_most']}x)  {verdict}")
     print(f"\nresults: {RESULTS_JSON.relative_to(REPO)}, chart: {CHART_PNG.relative_to(REPO)}")
     return 0
 

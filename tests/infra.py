@@ -77,12 +77,10 @@ LOG_TAIL_CHARS = 4000
 WORKER_CORES = 2
 WORKER_MEMORY = "2g"
 SUBMIT_TIMEOUT_S = 600.0
-# Small, quiet jobs: few shuffle partitions, no UI port to collide on.
-SUBMIT_DEFAULTS = {
-    "spark.driver.host": LOCALHOST,
-    "spark.ui.enabled": "false",
-    "spark.sql.shuffle.partitions": "4",
-}
+# Every submission: loopback only, no UI port to collide on.
+SUBMIT_DEFAULTS = {"spark.driver.host": LOCALHOST, "spark.ui.enabled": "false"}
+# Small test jobs also get few shuffle partitions (a real job run keeps its own choice).
+SMALL_JOB_DEFAULTS = {"spark.sql.shuffle.partitions": "4"}
 
 
 class InfraError(RuntimeError):
@@ -605,16 +603,23 @@ def _cluster_status(webui_url: str) -> dict | None:
 
 
 @contextlib.contextmanager
-def start_spark_cluster(log_dir: Path | None = None, timeout: float = CLUSTER_START_TIMEOUT_S) -> Iterator[MasterURL]:
-    """A standalone master + one worker (2 cores, 2g) from PySpark's own spark-class.
+def start_spark_cluster(
+    log_dir: Path | None = None,
+    timeout: float = CLUSTER_START_TIMEOUT_S,
+    workers: int = 1,
+    cores: int = WORKER_CORES,
+    memory: str = WORKER_MEMORY,
+) -> Iterator[MasterURL]:
+    """A standalone master + ``workers`` workers (``cores`` and ``memory`` each) from
+    PySpark's own spark-class.
 
-    Yields the master URL once the worker is registered; kills both process groups on exit.
+    Yields the master URL once every worker is registered; kills all process groups on exit.
     """
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="spark-cluster-"))
     work_dir = log_dir / "work"  # else the worker writes into the pyspark package folder
     work_dir.mkdir(parents=True, exist_ok=True)
     spark_class = str(spark_home() / "bin" / "spark-class")
-    port, webui, worker_webui = free_port(), free_port(), free_port()
+    port, webui = free_port(), free_port()
     master = MasterURL(f"spark://{LOCALHOST}:{port}")
     master.log_dir = log_dir
     master.webui_url = f"http://{LOCALHOST}:{webui}"
@@ -625,15 +630,16 @@ def start_spark_cluster(log_dir: Path | None = None, timeout: float = CLUSTER_ST
             "org.apache.spark.deploy.master.Master",
             *("--host", LOCALHOST, "--port", str(port), "--webui-port", str(webui)),
         ],
-        "worker": [
+    }
+    for index in range(workers):
+        commands["worker" if workers == 1 else f"worker-{index + 1}"] = [
             spark_class,
             "org.apache.spark.deploy.worker.Worker",
             str(master),
-            *("--host", LOCALHOST, "--cores", str(WORKER_CORES)),
-            *("--memory", WORKER_MEMORY, "--webui-port", str(worker_webui)),
+            *("--host", LOCALHOST, "--cores", str(cores)),
+            *("--memory", memory, "--webui-port", str(free_port())),
             *("--work-dir", str(work_dir)),
-        ],
-    }
+        ]
     procs: dict[str, subprocess.Popen] = {}
     try:
         for name, cmd in commands.items():
@@ -654,11 +660,11 @@ def start_spark_cluster(log_dir: Path | None = None, timeout: float = CLUSTER_ST
                         f"spark {name} exited with code {proc.returncode}; logs in {log_dir}\n{master.logs()}"
                     )
             status = _cluster_status(master.webui_url)
-            if status and status.get("aliveworkers", 0) >= 1:
+            if status and status.get("aliveworkers", 0) >= workers:
                 break
             if time.monotonic() > deadline:
                 raise InfraError(
-                    f"no Spark worker registered with {master} within {timeout:.0f} s; "
+                    f"not all {workers} Spark workers registered with {master} within {timeout:.0f} s; "
                     f"logs in {log_dir}\n{master.logs()}"
                 )
             time.sleep(POLL_INTERVAL_S)
@@ -675,16 +681,19 @@ def spark_submit(
     conf: dict[str, str] | None = None,
     timeout: float = SUBMIT_TIMEOUT_S,
     cwd: str | os.PathLike | None = None,
+    small_job: bool = True,
 ) -> subprocess.CompletedProcess:
     """Run ``spark-submit --master MASTER script args`` (client mode) in a fresh JVM.
 
     Properties go through a ``--properties-file`` so that keys never show on a command
     line or in ``ps``. A separate process isolates the job from any SparkSession of the
     test process (only one per JVM, and ``spark.jars`` cannot be added to a running one).
+    ``small_job=False`` leaves the shuffle partitions to the job.
     """
+    properties = {**SUBMIT_DEFAULTS, **(SMALL_JOB_DEFAULTS if small_job else {}), **(conf or {})}
     with tempfile.TemporaryDirectory(prefix="spark-submit-") as tmp:
         props = Path(tmp) / "spark.properties"
-        props.write_text("".join(f"{k} {v}\n" for k, v in {**SUBMIT_DEFAULTS, **(conf or {})}.items()))
+        props.write_text("".join(f"{k} {v}\n" for k, v in properties.items()))
         cmd = [
             str(spark_home() / "bin" / "spark-submit"),
             *("--master", master, "--properties-file", str(props)),

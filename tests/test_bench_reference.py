@@ -21,6 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
+import compare_tables as compare  # noqa: E402
 import duckdb_reference as ref  # noqa: E402
 
 ETL = REPO / "etl.py"
@@ -30,7 +31,6 @@ GEN_TIMEOUT_S = 300
 GEN_SONGS = 300
 GEN_EVENTS = 5_000
 GEN_SEED = 7
-FLOAT_DIGITS = 6
 MAX_REJECT_RATE = "1"
 
 SAMPLE_FIGURES = {
@@ -41,58 +41,6 @@ SAMPLE_FIGURES = {
     "time": 6813,
 }
 SAMPLE_MATCH = ("SOZCTXZ12AB0182364", 15, 818)
-
-# Canonical, comparable projection of each table (songplay_id included: it is the play's
-# identity, so both implementations must give the same one).
-INT = "TRY_CAST(CAST({c} AS VARCHAR) AS BIGINT)"
-DBL = "round(CAST({c} AS DOUBLE), " + str(FLOAT_DIGITS) + ")"
-TS = "CAST({c} AS TIMESTAMP)"
-STR = "CAST({c} AS VARCHAR)"
-COMPARE_COLUMNS = {
-    "songplays": {
-        "songplay_id": STR,
-        "start_time": TS,
-        "user_id": INT,
-        "level": STR,
-        "song_id": STR,
-        "artist_id": STR,
-        "session_id": INT,
-        "location": STR,
-        "user_agent": STR,
-        "year": INT,
-        "month": INT,
-    },
-    "users": {
-        "user_id": INT,
-        "first_name": STR,
-        "last_name": STR,
-        "gender": STR,
-        "level": STR,
-    },
-    "songs": {
-        "song_id": STR,
-        "title": STR,
-        "artist_id": STR,
-        "year": INT,
-        "duration": DBL,
-    },
-    "artists": {
-        "artist_id": STR,
-        "name": STR,
-        "location": STR,
-        "latitude": DBL,
-        "longitude": DBL,
-    },
-    "time": {
-        "start_time": TS,
-        "hour": INT,
-        "day": INT,
-        "week": INT,
-        "month": INT,
-        "year": INT,
-        "weekday": INT,
-    },
-}
 
 
 def ts_ms(*parts: int) -> int:
@@ -279,28 +227,11 @@ def run_job(input_dir: Path, output_dir: Path, report: Path) -> dict:
     return result.report or {}
 
 
-def canonical_rows(output_dir: Path, table: str) -> list[tuple]:
-    """Sorted rows of a written table, in a type-neutral form comparable across writers."""
-    with ref.connect() as con:
-        rel = ref.read_output(con, output_dir, table)
-        exprs = ", ".join(f"{f.format(c=c)} AS {c}" for c, f in COMPARE_COLUMNS[table].items())
-        rows = rel.select(exprs).fetchall()
-    return sorted(rows, key=lambda r: tuple((v is None, str(v)) for v in r))
-
-
 def songplay_ids(output_dir: Path) -> list:
     """All songplay_id values of a written songplays table."""
     with ref.connect() as con:
         rel = ref.read_output(con, output_dir, "songplays")
         return [r[0] for r in rel.select("songplay_id").fetchall()]
-
-
-def diff_summary(job: list[tuple], reference: list[tuple], limit: int = 3) -> str:
-    """Readable difference between two row lists."""
-    job_set, ref_set = set(job), set(reference)
-    only_job = sorted(job_set - ref_set, key=str)[:limit]
-    only_ref = sorted(ref_set - job_set, key=str)[:limit]
-    return f"rows job={len(job)} reference={len(reference)}; only in job: {only_job}; only in reference: {only_ref}"
 
 
 # ---------------------------------------------------------------- fixtures
@@ -383,7 +314,7 @@ def test_reference_on_shared_sample(tmp_path):
 def test_job_and_reference_row_counts(both_outputs):
     """Same number of rows in every table; the job's report agrees with its files."""
     job_dir, _, report, ref_counts = both_outputs
-    job_counts = {t: len(canonical_rows(job_dir, t)) for t in ref.TABLES}
+    job_counts = {t: len(compare.canonical_rows(job_dir, t)) for t in ref.TABLES}
     assert job_counts == ref_counts
     if "tables" in report:
         assert {t: report["tables"][t] for t in ref.TABLES} == ref_counts
@@ -393,8 +324,8 @@ def test_job_and_reference_row_counts(both_outputs):
 def test_job_and_reference_contents(both_outputs, table):
     """Identical contents per table, songplay_id included."""
     job_dir, ref_dir, _, _ = both_outputs
-    job_rows, ref_rows = canonical_rows(job_dir, table), canonical_rows(ref_dir, table)
-    assert job_rows == ref_rows, diff_summary(job_rows, ref_rows)
+    diff = compare.differences(job_dir, ref_dir, table)
+    assert compare.equal(diff), diff
 
 
 def test_job_songplay_ids_unique(both_outputs):

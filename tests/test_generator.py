@@ -69,6 +69,9 @@ PERSONAL_KEYS = ("firstName", "gender", "lastName", "location", "registration", 
 REQUIRED_PAGES = set(gen.PAGE_HTTP)
 NEXT_SONG_SHARE = (0.78, 0.87)  # the real month: 6,820 of 8,056
 CATALOGUE_SHARE = (0.25, 0.42)  # about a third of the plays
+MSD_CATALOGUE_SONGS = 20_000
+MSD_SONGS_PER_ARTIST = 22  # the full MSD: 1M songs by 44,745 artists
+MEAN_TOLERANCE = 0.15  # relative: ~900 artists at 20,000 songs
 DUPLICATE_TOLERANCE = 0.35  # relative, ~5 sigma at 20,000 events and 1 %
 
 
@@ -195,6 +198,16 @@ def test_song_catalogue_is_messy_like_the_msd(flat):
     assert max(len(v) for v in by_artist.values()) >= 4  # several songs per artist
     assert any(len({r["artist_name"] for r in v}) > 1 for v in by_artist.values())
     assert any(len({r["artist_location"] for r in v}) > 1 for v in by_artist.values())
+
+
+def test_songs_per_artist_sets_the_mean_like_the_full_msd():
+    """--songs-per-artist 22: about 22 songs per artist (the whole MSD), still a long tail."""
+    catalogue = gen.build_catalogue(MSD_CATALOGUE_SONGS, SEED, songs_per_artist=MSD_SONGS_PER_ARTIST)
+    per_artist = collections.Counter(record["artist_id"] for _, record in catalogue)
+    mean = len(catalogue) / len(per_artist)
+    assert abs(mean - MSD_SONGS_PER_ARTIST) < MSD_SONGS_PER_ARTIST * MEAN_TOLERANCE
+    assert min(per_artist.values()) == 1 and max(per_artist.values()) > 3 * MSD_SONGS_PER_ARTIST
+    assert gen.build_catalogue(SONGS, SEED) == gen.build_catalogue(SONGS, SEED, songs_per_artist=None)
 
 
 def test_some_songs_share_title_and_artist_with_other_durations():

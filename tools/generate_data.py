@@ -14,7 +14,9 @@ import argparse
 import bisect
 import calendar
 import datetime as dt
+import itertools
 import json
+import math
 import random
 import shutil
 import string
@@ -42,6 +44,11 @@ LOCATION_VARIANT_P = 0.05
 SAME_TITLE_P = 0.04
 SONGS_PER_ARTIST_MAX = 12
 SONGS_PER_ARTIST_EXPONENT = 2.2  # P(k songs) ~ k^-2.2: 2/3 of artists have one song
+# --songs-per-artist MEAN instead draws each artist's song count from a log-normal with
+# that mean (the whole MSD: 1M songs by 44,745 artists, 22 per artist), so a large
+# catalogue has a realistic number of artists (artists table, songs folders per artist).
+SONGS_PER_ARTIST_SIGMA = 1.0
+SONGS_PER_ARTIST_CAP = 20  # times the mean: one artist never holds a large share
 DURATION_MEDIAN_S = 230.0
 DURATION_SIGMA = 0.42
 DURATION_RANGE_S = (6.0, 2700.0)
@@ -51,6 +58,7 @@ TRACK_ID_MIDDLES = ("128F4", "128F9", "128F1", "12903", "128E0", "12903")
 SONG_ID_MIDDLES = ("12A", "12A", "12A", "12A", "12B")
 ARTIST_ID_MIDDLES = ("1187B9", "1187FB", "1187FB", "1187B9", "11F4", "11C8", "11E2")
 ID_LENGTH = 18
+ARTIST_NAME_TRIES = 50  # then a numbered name: see _unique
 HEX = "0123456789ABCDEF"
 ALNUM = string.ascii_uppercase + string.digits
 
@@ -391,29 +399,47 @@ class _Names:
         return round(min(max(seconds, low), high), 5)
 
 
-def _songs_per_artist(rng: random.Random) -> int:
-    counts = range(1, SONGS_PER_ARTIST_MAX + 1)
-    return rng.choices(counts, [k**-SONGS_PER_ARTIST_EXPONENT for k in counts])[0]
+def _songs_per_artist(rng: random.Random, mean: float | None = None) -> int:
+    """Songs of the next artist: the course bucket's short tail, or a log-normal of ``mean``."""
+    if mean is None:
+        counts = range(1, SONGS_PER_ARTIST_MAX + 1)
+        return rng.choices(counts, [k**-SONGS_PER_ARTIST_EXPONENT for k in counts])[0]
+    mu = math.log(mean) - SONGS_PER_ARTIST_SIGMA**2 / 2  # E[lognormal] = exp(mu + sigma^2 / 2)
+    drawn = round(rng.lognormvariate(mu, SONGS_PER_ARTIST_SIGMA))
+    return min(max(1, drawn), math.ceil(SONGS_PER_ARTIST_CAP * mean))
 
 
-def _unique(make, taken: set) -> str:
-    """Draw from ``make`` until the value is new (IDs and names must not collide)."""
-    while True:
+def _unique(make, taken: set, tries: int | None = None) -> str:
+    """Draw from ``make`` until the value is new (IDs and names must not collide).
+
+    With ``tries``, a value still taken after that many draws gets the first free
+    numbered suffix ("Velvet Wolf 2"): the invented names run out at about 60,000
+    artists, and fewer tries than that never change the output of a smaller catalogue.
+    """
+    for _ in itertools.count() if tries is None else range(tries):
         value = make()
         if value not in taken:
             taken.add(value)
             return value
+    number = 2
+    while f"{value} {number}" in taken:
+        number += 1
+    taken.add(f"{value} {number}")
+    return f"{value} {number}"
 
 
-def build_catalogue(n_songs: int, seed: int) -> list[tuple[str, dict]]:
-    """Return ``(track_id, record)`` pairs in MSD key order, sorted by track id."""
+def build_catalogue(n_songs: int, seed: int, songs_per_artist: float | None = None) -> list[tuple[str, dict]]:
+    """Return ``(track_id, record)`` pairs in MSD key order, sorted by track id.
+
+    ``songs_per_artist`` (a mean) replaces the default short-tailed draw; see _songs_per_artist.
+    """
     rng = random.Random(f"{seed}:catalogue")
     names = _Names(rng)
     track_ids, song_ids, artist_ids, artist_names = set(), set(), set(), set()
     songs: list[tuple[str, dict]] = []
     while len(songs) < n_songs:
         artist_id = _unique(lambda: _artist_id(rng), artist_ids)
-        name = _unique(names.artist, artist_names)
+        name = _unique(names.artist, artist_names, ARTIST_NAME_TRIES)
         location, lat, lon = "", None, None
         if rng.random() >= LOCATION_EMPTY_P:
             location, lat, lon = rng.choice(ARTIST_LOCATIONS)
@@ -421,7 +447,7 @@ def build_catalogue(n_songs: int, seed: int) -> list[tuple[str, dict]]:
                 lat = lon = None
         titles: list[str] = []  # a list: choosing from a set would not replay
         title_set: set[str] = set()
-        for index in range(min(_songs_per_artist(rng), n_songs - len(songs))):
+        for index in range(min(_songs_per_artist(rng, songs_per_artist), n_songs - len(songs))):
             song_name, song_loc, song_lat, song_lon = name, location, lat, lon
             if index and rng.random() < NAME_VARIANT_P:
                 variant = rng.choice(NAME_VARIANTS)
@@ -784,6 +810,7 @@ def generate(
     start="2018-11-01",
     days: int = 30,
     songs_per_file: int = 1,
+    songs_per_artist: float | None = None,
     duplicate_rate: float = 0.002,
     force: bool = False,
 ) -> Summary:
@@ -796,6 +823,8 @@ def generate(
         raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
     if songs < 1 or events < 0 or days < 1 or songs_per_file < 1:
         raise ValueError("songs, days and songs_per_file must be >= 1, events >= 0")
+    if songs_per_artist is not None and songs_per_artist < 1:
+        raise ValueError("songs_per_artist must be >= 1")
     if not 0 <= duplicate_rate < 1:
         raise ValueError("duplicate_rate must be in [0, 1)")
     start_date = start if isinstance(start, dt.date) else dt.date.fromisoformat(start)
@@ -807,7 +836,7 @@ def generate(
             shutil.rmtree(root / sub, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
 
-    catalogue = build_catalogue(songs, seed)
+    catalogue = build_catalogue(songs, seed, songs_per_artist)
     song_files = write_songs(root, catalogue, songs_per_file)
     log = _EventLog(root, catalogue, events, seed, layout, start_date, days, duplicate_rate)
     log.run()
@@ -832,7 +861,13 @@ def main(argv=None) -> int:
     parser.add_argument("--layout", choices=LAYOUTS, default="flat")
     parser.add_argument("--start", default="2018-11-01", help="first UTC day")
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--songs-per-file", type=int, default=1)
+    parser.add_argument("--songs-per-file", type=int, default=1, help="records per song file (MSD: 1)")
+    parser.add_argument(
+        "--songs-per-artist",
+        type=float,
+        default=None,
+        help="mean songs per artist (the full MSD: 22); default: the course bucket's (about 1.8)",
+    )
     parser.add_argument("--duplicate-rate", type=float, default=0.002)
     parser.add_argument("--force", action="store_true", help="replace song_data/ and log_data/ in --out")
     args = parser.parse_args(argv)
@@ -846,6 +881,7 @@ def main(argv=None) -> int:
             start=args.start,
             days=args.days,
             songs_per_file=args.songs_per_file,
+            songs_per_artist=args.songs_per_artist,
             duplicate_rate=args.duplicate_rate,
             force=args.force,
         )

@@ -83,10 +83,15 @@ SPARK_DEFAULTS = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.ui.showConsoleProgress": "false",
 }
-# Spark's default of 200 shuffle partitions is tuned for large clusters; a few waves per
-# core keeps small runs from drowning in tiny tasks, and adaptive execution merges the rest.
+# Shuffle partitions follow the data: one per 128 MB of input a run reads (compressed
+# files counted at a typical JSON ratio), and at least a few per core so that small runs
+# use every core; adaptive execution then merges small partitions to its advisory size.
+# Spark's fixed default of 200 is too many for a day of logs and too few for a billion
+# events. A value set in [SPARK] or by spark-submit --conf wins.
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 SHUFFLE_PARTITIONS_PER_CORE = 2
+INPUT_BYTES_PER_SHUFFLE_PARTITION = 128 << 20
+COMPRESSED_JSON_RATIO = 8
 # The same for input splits: a few per core, so the last wave of the event files is not
 # one task on one core while the others idle (Spark's default is one split per core).
 MIN_INPUT_PARTITIONS = "spark.sql.files.minPartitionNum"
@@ -1249,7 +1254,12 @@ def write_table(table: DataFrame, path: str, name: str, rows: int, mode: str = "
     writer = layout.write.mode(mode)
     if partition_columns:
         writer = writer.partitionBy(*partition_columns)
-    writer.parquet(path)
+    context = table.sparkSession.sparkContext
+    context.setJobDescription(f"write {name}")  # names the write's jobs in the UI and event log
+    try:
+        writer.parquet(path)
+    finally:
+        context.setJobDescription(None)
 
 
 def write_rejects(rejects: DataFrame, path: str) -> None:
@@ -1882,6 +1892,7 @@ def run(spark: SparkSession, settings: Settings) -> dict:
         )
         if not selected:
             return nothing_new_report(spark, settings, context, clock)
+        size_shuffles_by_input(spark, selected)
         with ExitStack() as resources:
             resources.callback(spark.catalog.clearCache)  # the run's cached frames go with it
             input_root, origin = settings.input_uri, None
@@ -1890,6 +1901,19 @@ def run(spark: SparkSession, settings: Settings) -> dict:
                     input_root, origin = resources.enter_context(local_copy(spark, settings.input_uri, selected))
             only_selected = context.mode == INCREMENTAL and origin is None
             return build_and_write(spark, settings, clock, context, input_root, origin, only_selected)
+
+
+def size_shuffles_by_input(spark: SparkSession, selected: list[InputFile]) -> None:
+    """spark.sql.shuffle.partitions from the bytes this run reads, unless the user set it."""
+    if spark.sparkContext.getConf().contains(SHUFFLE_PARTITIONS):
+        return
+    input_bytes = sum(
+        file.size * (1 if file.uri.endswith(PLAIN_JSON_SUFFIX) else COMPRESSED_JSON_RATIO) for file in selected
+    )
+    by_cores = SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism
+    partitions = max(by_cores, math.ceil(input_bytes / INPUT_BYTES_PER_SHUFFLE_PARTITION))
+    spark.conf.set(SHUFFLE_PARTITIONS, str(partitions))
+    log.debug("%d shuffle partitions for %d input bytes", partitions, input_bytes)
 
 
 @contextmanager
@@ -1942,7 +1966,7 @@ def build_and_write(
     with clock.stage("extract", f"reading and validating {settings.input_uri}"):
         song_lines = read_dataset(spark, context, SONGS_DATASET, input_root, origin, only_selected)
         # one small file per song packs into hundreds of splits; a few per core suffice
-        song_lines = song_lines.coalesce(SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism)
+        song_lines = song_lines.coalesce(int(spark.conf.get(SHUFFLE_PARTITIONS)))
         songs = classify_songs(validate_songs(song_lines)).cache()
         event_lines = read_dataset(spark, context, EVENTS_DATASET, input_root, origin, only_selected)
         events = classify_events(validate_events(event_lines)).cache()

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import math
+import operator
 import os
 import shlex
 import shutil
@@ -41,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import partial
+from functools import partial, reduce
 from typing import Callable
 from urllib.parse import unquote, urlparse
 
@@ -1199,11 +1200,17 @@ def build_tables(events: DataFrame, songs: DataFrame) -> dict[str, DataFrame]:
 
 
 def flag_published(rows: DataFrame, published: DataFrame | None, key: str) -> DataFrame:
-    """PUBLISHED on each row whose key an earlier run already wrote."""
+    """PUBLISHED on each row whose key an earlier run already wrote.
+
+    The published keys are first cut down to those among the rows (a semi join that
+    streams the large published side past the small new one), so what meets the new rows
+    is at most as large as they are.
+    """
     if published is None:
         return rows.withColumn(PUBLISHED, F.lit(False))
-    keys = published.select(key).distinct().withColumn(PUBLISHED, F.lit(True))
-    return rows.join(keys, on=key, how="left").withColumn(PUBLISHED, F.coalesce(F.col(PUBLISHED), F.lit(False)))
+    found = published.select(key).join(rows.select(key), on=key, how="left_semi").distinct()
+    flagged = rows.join(found.withColumn(PUBLISHED, F.lit(True)), on=key, how="left")
+    return flagged.withColumn(PUBLISHED, F.coalesce(F.col(PUBLISHED), F.lit(False)))
 
 
 def merge_latest_user_events(published: DataFrame, new: DataFrame) -> DataFrame:
@@ -1761,20 +1768,28 @@ class StageClock:
         return round(time.monotonic() - self.started, 2)
 
 
-def count_by_status(records: DataFrame, partitions: list[F.Column] = ()) -> tuple[dict[str, int], list[tuple]]:
+def count_by_status(
+    records: DataFrame, partitions: list[F.Column] = (), span: F.Column | None = None
+) -> tuple[dict[str, int], dict[tuple, tuple | None]]:
     """Every counter of a dataset, and the partitions its table rows fall into: one aggregation.
 
-    Only counts reach the driver.
+    With span, each partition comes with the lowest and highest value of span among its
+    rows, so a daily run reads only that range of what is published there. Only counts
+    reach the driver.
     """
     candidate = F.col(STATUS) == CANDIDATE
     keys = [F.when(candidate, column).alias(f"_partition{index}") for index, column in enumerate(partitions)]
+    measures = [F.count(F.lit(1)).alias("_count")]
+    if span is not None:
+        measures += [F.min(F.when(candidate, span)).alias("_low"), F.max(F.when(candidate, span)).alias("_high")]
     counts: dict[str, int] = {}
-    touched = set()
-    for row in records.groupBy(STATUS, *keys).count().collect():
-        counts[row[STATUS]] = counts.get(row[STATUS], 0) + row["count"]
+    touched: dict[tuple, tuple | None] = {}
+    for row in records.groupBy(STATUS, *keys).agg(*measures).collect():
+        counts[row[STATUS]] = counts.get(row[STATUS], 0) + row["_count"]
         if row[STATUS] == CANDIDATE and partitions:
-            touched.add(tuple(row)[1:-1])
-    return counts, sorted(touched, key=repr)
+            values = tuple(row[f"_partition{index}"] for index in range(len(partitions)))
+            touched[values] = (row["_low"], row["_high"]) if span is not None else None
+    return counts, touched
 
 
 def count_flagged(rows: DataFrame) -> tuple[int, int, int]:
@@ -1975,8 +1990,9 @@ def build_and_write(
             (SONGS_DATASET, songs, []),
             (EVENTS_DATASET, events, play_partitions()),
         ):
+            span = F.col("ts") if dataset == EVENTS_DATASET else None
             status[dataset], touched[dataset] = (
-                count_by_status(records, partitions) if context.files(dataset) else ({}, [])
+                count_by_status(records, partitions, span) if context.files(dataset) else ({}, {})
             )
         log.info(
             "%-9s %s songs, %s events", "", f"{sum(status['songs'].values()):,}", f"{sum(status['events'].values()):,}"
@@ -2041,7 +2057,7 @@ def plan_incremental_run(
     context: RunContext,
     songs: DataFrame,
     events: DataFrame,
-    play_months: list[tuple],
+    play_months: dict[tuple, tuple | None],
 ) -> Plan:
     """The new files' effect on the published tables: only what changes is written.
 
@@ -2095,11 +2111,15 @@ def partitions_of(rows: DataFrame, name: str) -> list[tuple]:
     return [tuple(row) for row in rows.select(*PARTITION_COLUMNS[name]).distinct().collect()]
 
 
-def published_rows(spark: SparkSession, output_uri: str, name: str, partitions: list[tuple]) -> DataFrame | None:
+def published_rows(
+    spark: SparkSession, output_uri: str, name: str, partitions: dict[tuple, tuple | None] | list[tuple]
+) -> DataFrame | None:
     """What earlier runs wrote into these partition folders of a table (None: nothing).
 
     Reads the folders by name, so no run lists or reads the table's other partitions; a
-    batch touching very many folders reads the whole table's key column instead.
+    batch touching very many folders reads the whole table's key column instead. Where
+    partitions come with a (low, high) span of ts, only rows whose start_time lies in one
+    are read: files are sorted by start_time, so parquet skips the other row groups.
     """
     root = table_path(output_uri, name)
     root_path, fs = hadoop_path(spark, root)
@@ -2123,7 +2143,15 @@ def published_rows(spark: SparkSession, output_uri: str, name: str, partitions: 
     existing = [folder for folder, found in zip(folders, exists) if found]
     if not existing:
         return None
-    return spark.read.option("basePath", root).parquet(*existing)
+    rows = spark.read.option("basePath", root).parquet(*existing)
+    spans = [span for span in partitions.values() if span] if isinstance(partitions, dict) else []
+    if not spans:
+        return rows
+    start_time = F.col("start_time")
+    in_span = [
+        start_time.between(F.timestamp_millis(F.lit(low)), F.timestamp_millis(F.lit(high))) for low, high in spans
+    ]
+    return rows.filter(reduce(operator.or_, in_span))
 
 
 def run_manifest(settings: Settings, context: RunContext, plan: Plan) -> dict:

@@ -13,13 +13,15 @@ order: configuration, input and output schemas, extract (parse and validate), tr
 (one builder per table), the merge rules of daily runs, then the plumbing: writes, input
 listing, state, lock, the run, the command line. Exit codes: 0 success, 1 unexpected
 failure (details in the run log), 2 a mistake the user can fix (config, flags, paths,
-credentials, another run holding the output's lock), 3 too many rejected input records.
+credentials, another run holding the output's lock), 3 too many rejected input records,
+4 a quality check of severity error failed on the new tables (nothing was published).
 """
 
 from __future__ import annotations
 
 import argparse
 import configparser
+import difflib
 import glob
 import hashlib
 import json
@@ -60,9 +62,59 @@ AWS_SECTION, PATHS_SECTION, SPARK_SECTION, S3_SECTION = "AWS", "PATHS", "SPARK",
 AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 PATH_KEYS = ("INPUT_DATA", "OUTPUT_DATA")
 S3_KEYS = ("ENDPOINT", "PATH_STYLE_ACCESS")
+QUALITY_SECTION = "QUALITY"
+ERROR, WARN, OFF = "error", "warn", "off"
+# The quality checks, named table.column.kind (table.kind for row counts), with their
+# default severity: an error stops the run before it publishes, a warning is reported.
+# [QUALITY] takes a check's name as key and error, warn or off as value (README: Quality
+# checks says what each tests); CHECKS = off turns them all off.
+QUALITY_CHECKS = {
+    "songplays.songplay_id.unique": ERROR,
+    "songplays.songplay_id.not_null": ERROR,
+    "users.user_id.unique": ERROR,
+    "users.user_id.not_null": ERROR,
+    "songs.song_id.unique": ERROR,
+    "songs.song_id.not_null": ERROR,
+    "artists.artist_id.unique": ERROR,
+    "artists.artist_id.not_null": ERROR,
+    "time.start_time.unique": ERROR,
+    "time.start_time.not_null": ERROR,
+    "songplays.user_id.references": ERROR,
+    "songplays.start_time.references": ERROR,
+    "songplays.start_time.partition": ERROR,
+    "time.start_time.partition": ERROR,
+    "songplays.level.accepted_values": WARN,
+    "users.level.accepted_values": WARN,
+    "users.gender.accepted_values": WARN,
+    "songs.duration.range": WARN,
+    "songs.year.range": WARN,
+    "artists.latitude.range": WARN,
+    "artists.longitude.range": WARN,
+    "time.hour.range": WARN,
+    "time.weekday.range": WARN,
+    "songplays.song_id.matched_share": WARN,
+    "songplays.row_count": WARN,
+    "users.row_count": WARN,
+    "songs.row_count": WARN,
+    "artists.row_count": WARN,
+    "time.row_count": WARN,
+}
+QUALITY_SWITCH = "CHECKS"
+SWITCH_ON, SWITCH_OFF = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
+# The comparisons with the previous run fail when the matched share falls below
+# (1 - margin) of the previous one, or a row count moves by more than margin x the previous.
+MATCHED_SHARE_MARGIN, ROW_COUNT_MARGIN = "MATCHED_SHARE_MARGIN", "ROW_COUNT_MARGIN"
+DEFAULT_MARGINS = {MATCHED_SHARE_MARGIN: 0.5, ROW_COUNT_MARGIN: 0.5}
+QUALITY_KEYS = (QUALITY_SWITCH, *DEFAULT_MARGINS, *(name.upper() for name in QUALITY_CHECKS))
 # The sections the job reads and the keys each takes (None: any Spark property, case kept).
 # Every section and every key is optional: an absent key is an empty one.
-CONFIG_SECTIONS = {AWS_SECTION: AWS_KEYS, PATHS_SECTION: PATH_KEYS, SPARK_SECTION: None, S3_SECTION: S3_KEYS}
+CONFIG_SECTIONS = {
+    AWS_SECTION: AWS_KEYS,
+    PATHS_SECTION: PATH_KEYS,
+    SPARK_SECTION: None,
+    S3_SECTION: S3_KEYS,
+    QUALITY_SECTION: QUALITY_KEYS,
+}
 QUOTES = "'\""
 # configparser copies the keys of [DEFAULT] into every section (AWS keys into [SPARK], and
 # from there onto Spark's command line); a name no real header has turns that off.
@@ -367,7 +419,27 @@ class RejectThresholdError(Exception):
     """Too much of an input failed validation; the tables are left untouched (exit 3)."""
 
 
+class QualityCheckError(Exception):
+    """An error-severity quality check failed on the new tables; nothing was published (exit 4)."""
+
+
 # --- Settings ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    """[QUALITY]: each check's severity (error, warn or off) and the margins of the comparisons."""
+
+    severities: dict = field(default_factory=lambda: dict(QUALITY_CHECKS))
+    matched_share_margin: float = DEFAULT_MARGINS[MATCHED_SHARE_MARGIN]
+    row_count_margin: float = DEFAULT_MARGINS[ROW_COUNT_MARGIN]
+
+    def enabled(self, name: str) -> bool:
+        return self.severities.get(name, OFF) != OFF
+
+    @property
+    def any_enabled(self) -> bool:
+        return any(severity != OFF for severity in self.severities.values())
 
 
 @dataclass(frozen=True)
@@ -385,6 +457,7 @@ class Settings:
     s3_path_style: bool = False
     incremental: bool = False
     stale_lock_minutes: float = DEFAULT_STALE_LOCK_MINUTES
+    quality: QualitySettings = field(default_factory=QualitySettings)
 
     @property
     def secrets(self) -> list[str]:
@@ -460,14 +533,26 @@ def section_values(path: str, section: str, items: configparser.SectionProxy) ->
             home = [other for other, keys in CONFIG_SECTIONS.items() if keys is not None and name in keys]
             credential = section == AWS_SECTION and any(word in name for word in CREDENTIAL_WORDS)
             if home or credential or shown_key(key) != key:
-                hint = f"it belongs in [{home[0]}]" if home else f"[{section}] takes {', '.join(known)}"
+                hint = f"it belongs in [{home[0]}]" if home else f"[{section}] takes {known_keys(section, name)}"
                 raise UserError(f"config file {path}: [{section}] has the unknown key {shown_key(key)} ({hint})")
-            log.warning("ignoring %s in [%s] of %s: the job reads only %s there", key, section, path, ", ".join(known))
+            log.warning(
+                "ignoring %s in [%s] of %s: the job reads only %s there", key, section, path, known_keys(section, name)
+            )
             continue
         if name in values:
             raise UserError(f"config file {path}: [{section}] sets {name} twice")
         values[name] = unquoted(raw)
     return values
+
+
+def known_keys(section: str, unknown: str) -> str:
+    """The keys a section takes, for a message; [QUALITY]'s check names are too many to list."""
+    if section != QUALITY_SECTION:
+        return ", ".join(CONFIG_SECTIONS[section])
+    close = [key.lower() if "." in key else key for key in difflib.get_close_matches(unknown, QUALITY_KEYS, n=1)]
+    suggestion = f"; did you mean {close[0]}?" if close else ""
+    margins = ", ".join(DEFAULT_MARGINS)
+    return f"{QUALITY_SWITCH}, {margins} and the check names of README's Quality checks{suggestion}"
 
 
 def section_list() -> str:
@@ -577,7 +662,31 @@ def load_settings(args: argparse.Namespace) -> Settings:
         s3_path_style=s3.get("PATH_STYLE_ACCESS", "false").lower() in ("true", "1", "yes"),
         incremental=args.incremental,
         stale_lock_minutes=args.stale_lock_minutes,
+        quality=quality_settings(config.get(QUALITY_SECTION, {}), config_path),
     )
+
+
+def quality_settings(values: dict[str, str], path: str) -> QualitySettings:
+    """[QUALITY] read: a value that is not a severity, a switch or a margin is refused by key."""
+    switch = (values.get(QUALITY_SWITCH) or SWITCH_ON[0]).lower()
+    if switch not in SWITCH_ON + SWITCH_OFF:
+        raise UserError(f"config file {path}: [{QUALITY_SECTION}] {QUALITY_SWITCH} must be on or off")
+    severities = {}
+    for name, default in QUALITY_CHECKS.items():
+        severity = (values.get(name.upper()) or default).lower()
+        if severity not in (ERROR, WARN, OFF):
+            raise UserError(f"config file {path}: [{QUALITY_SECTION}] {name} must be {ERROR}, {WARN} or {OFF}")
+        severities[name] = severity if switch in SWITCH_ON else OFF
+    margins = {}
+    for key, default in DEFAULT_MARGINS.items():
+        try:
+            margins[key] = float(values.get(key) or default)
+        except ValueError:
+            margins[key] = -1.0
+        if not 0 <= margins[key] <= (1 if key == MATCHED_SHARE_MARGIN else math.inf):
+            allowed = "from 0 to 1" if key == MATCHED_SHARE_MARGIN else "of 0 or more"
+            raise UserError(f"config file {path}: [{QUALITY_SECTION}] {key} must be a number {allowed}")
+    return QualitySettings(severities, margins[MATCHED_SHARE_MARGIN], margins[ROW_COUNT_MARGIN])
 
 
 def normalize_uri(uri: str, base_dir: str, role: str) -> str:
@@ -1223,6 +1332,273 @@ def merge_catalogue(published: DataFrame, new_records: DataFrame) -> DataFrame:
     return published.unionByName(new_records.filter(~F.col(PUBLISHED)).drop(PUBLISHED))
 
 
+# --- Quality checks: the new tables tested before anything is published -----------------
+#
+# The standard star-schema checks (dbt's unique, not_null, accepted_values and
+# relationships; Glue Data Quality's ranges and comparisons with the previous run) in
+# Spark built-ins, on the cached tables. Cheap by construction: a table's row rules are
+# conditional sums of one aggregation over its rows, and each key is counted in one
+# shuffle over the table, the published rows it must not repeat and the columns that
+# reference it (a "census"), which answers uniqueness and every reference to the key at
+# once. Samples are read only for failing checks. A daily run passes its new rows and the
+# published rows of the partitions they go to: the checks cost the new day, not the history.
+
+PRIMARY_KEYS = {SONGPLAYS: "songplay_id", USERS: "user_id", SONGS: "song_id", ARTISTS: "artist_id", TIME: "start_time"}
+# (table, column) -> the table whose key it must be (the same column name there)
+REFERENCES = {(SONGPLAYS, "user_id"): USERS, (SONGPLAYS, "start_time"): TIME}
+LEVELS, GENDERS = ("free", "paid"), ("M", "F")
+UNKNOWN_SONG_YEAR, FIRST_SONG_YEAR = 0, 1900  # the Million Song Dataset's 0 means unknown
+LATITUDES, LONGITUDES, HOURS, WEEKDAYS = (-90, 90), (-180, 180), (0, 23), (1, 7)
+UNIQUE, NOT_NULL, REFERENCE_CHECK, PARTITION_CHECK = "unique", "not_null", "references", "partition"
+MATCHED_SHARE, ROW_COUNT = "matched_share", "row_count"
+PASS, FAIL = "pass", "fail"
+QUALITY_SAMPLES = 5
+CENSUS_KEY, COUNTS = "_key", "_counts"
+SAMPLE_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"  # UTC instants, as the session zone is
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Earlier runs' figures this run is compared with, each as (value, run_id); absent: none comparable."""
+
+    matched_share: tuple[float, str] | None = None
+    rows: dict = field(default_factory=dict)  # table -> (rows, run_id)
+
+
+def check_parts(name: str) -> tuple[str, str | None, str]:
+    """table, column (None for a row count) and kind of a check named table.column.kind."""
+    table, *column, kind = name.split(".")
+    return table, (column[0] if column else None), kind
+
+
+def row_rules(this_year: int) -> dict[str, F.Column]:
+    """Each row-wise check: a condition true (never null) on the rows that break it."""
+
+    def broken(valid: F.Column) -> F.Column:
+        return ~F.coalesce(valid, F.lit(False))
+
+    def within(column: str, bounds: tuple[float, float], null_ok: bool = False) -> F.Column:
+        inside = F.col(column).between(*bounds)
+        return broken(F.col(column).isNull() | inside) if null_ok else broken(inside)
+
+    # year and month of start_time in the session's zone, UTC (null-safe: a null is its own value)
+    off_partition = ~(F.col("year").eqNullSafe(F.year("start_time")) & F.col("month").eqNullSafe(F.month("start_time")))
+    rules = {f"{table}.{key}.{NOT_NULL}": F.col(key).isNull() for table, key in PRIMARY_KEYS.items()}
+    rules |= {
+        f"{SONGPLAYS}.start_time.{PARTITION_CHECK}": off_partition,
+        f"{TIME}.start_time.{PARTITION_CHECK}": off_partition,
+        f"{SONGPLAYS}.level.accepted_values": broken(F.col("level").isin(*LEVELS)),
+        f"{USERS}.level.accepted_values": broken(F.col("level").isin(*LEVELS)),
+        f"{USERS}.gender.accepted_values": broken(F.col("gender").isNull() | F.col("gender").isin(*GENDERS)),
+        f"{SONGS}.duration.range": broken((F.col("duration") > 0) & ~F.isnan("duration")),
+        f"{SONGS}.year.range": broken(
+            (F.col("year") == UNKNOWN_SONG_YEAR) | F.col("year").between(FIRST_SONG_YEAR, this_year)
+        ),
+        f"{ARTISTS}.latitude.range": within("latitude", LATITUDES, null_ok=True),
+        f"{ARTISTS}.longitude.range": within("longitude", LONGITUDES, null_ok=True),
+        f"{TIME}.hour.range": within("hour", HOURS),
+        f"{TIME}.weekday.range": within("weekday", WEEKDAYS),
+    }
+    return rules
+
+
+def rule_columns(name: str) -> list[str]:
+    """What a failing row's sample shows: the table's key and the checked columns."""
+    table, column, kind = check_parts(name)
+    columns = [PRIMARY_KEYS[table], column, *(PARTITION_COLUMNS[table] if kind == PARTITION_CHECK else ())]
+    return list(dict.fromkeys(columns))
+
+
+def shown_values(frame: DataFrame, columns: list[str]) -> list[F.Column]:
+    """Columns as a sample shows them: instants as UTC ISO strings, whatever the driver's zone."""
+    return [
+        F.date_format(column, SAMPLE_TIME_FORMAT).alias(column)
+        if isinstance(frame.schema[column].dataType, T.TimestampType)
+        else F.col(column)
+        for column in columns
+    ]
+
+
+def samples(breaking: DataFrame, columns: list[str]) -> list[dict]:
+    """A few of the rows breaking a check; read only for a failing check (another pass over the rows)."""
+    rows = breaking.select(*shown_values(breaking, columns)).limit(QUALITY_SAMPLES).collect()
+    return [row.asDict() for row in rows]
+
+
+def key_census(sources: list[tuple[DataFrame, str]]) -> DataFrame:
+    """One row per key value with how many rows of each source hold it (columns _n0, _n1, ...).
+
+    Sources are (frame, key column); partial aggregation before the shuffle keeps it to
+    about one row per distinct key and partition.
+    """
+    labels = [f"_n{index}" for index in range(len(sources))]
+    tagged = [
+        frame.select(
+            F.col(column).alias(CENSUS_KEY),
+            *[F.lit(int(index == other)).alias(label) for other, label in enumerate(labels)],
+        )
+        for index, (frame, column) in enumerate(sources)
+    ]
+    union = tagged[0]
+    for frame in tagged[1:]:
+        union = union.unionByName(frame)
+    return union.groupBy(CENSUS_KEY).agg(*[F.sum(label).alias(label) for label in labels])
+
+
+def outcome(name: str, severity: str, rows: int, failing: int, sample: list | None = None, **details) -> dict:
+    """One check's entry in the run report."""
+    table, column, kind = check_parts(name)
+    return {
+        "name": name,
+        "table": table,
+        "column": column,
+        "columns": [column, *(PARTITION_COLUMNS[table] if kind == PARTITION_CHECK else ())] if column else [],
+        "check": kind,
+        "severity": severity,
+        "status": FAIL if failing else PASS,
+        "rows": rows,
+        "failing": failing,
+        "samples": sample or [],
+        **details,
+    }
+
+
+def as_counts(aggregates: list[F.Column]) -> F.Column:
+    """Aggregates as one array column of longs (a sum over no rows is 0, not null)."""
+    return F.array(*[F.coalesce(aggregate.cast(T.LongType()), F.lit(0)) for aggregate in aggregates]).alias(COUNTS)
+
+
+def row_counts(frame: DataFrame, table: str, rules: dict[str, F.Column]) -> DataFrame:
+    """One row: the table's rows, its plays matched to a song (songplays only), each rule's failing rows.
+
+    Conditional sums of a single aggregation over the (cached) table: one scan, no shuffle.
+    """
+    matched = F.count("song_id") if table == SONGPLAYS else F.lit(0)
+    flags = [F.sum(F.when(rule, 1).otherwise(0)) for rule in rules.values()]
+    return frame.agg(as_counts([F.count(F.lit(1)), matched, *flags]))
+
+
+@dataclass
+class KeyCensus:
+    """A table's key counted over its new rows, the published rows and each column referencing it.
+
+    A key value is repeated if more than one new row holds it or a published row already
+    does; a reference resolves if the key is in the new or the published rows.
+    """
+
+    unique: bool  # the uniqueness check is wanted
+    references: list[tuple[str, str, str]]  # (check name, table, column) of each wanted reference
+    census: DataFrame
+    repeated: F.Column
+    unresolved: F.Column
+    counts: DataFrame  # one row: repeated rows, then unresolved rows of each reference
+
+
+def key_census_of(
+    table: str, tables: dict[str, DataFrame], published: DataFrame | None, wanted: Callable[[str], bool]
+) -> KeyCensus | None:
+    """The census of a table's key if its uniqueness or a reference to it is checked (None: neither)."""
+    key = PRIMARY_KEYS[table]
+    unique = wanted(f"{table}.{key}.{UNIQUE}")
+    references = [
+        (f"{child}.{column}.{REFERENCE_CHECK}", child, column)
+        for (child, column), parent in REFERENCES.items()
+        if parent == table and child in tables and wanted(f"{child}.{column}.{REFERENCE_CHECK}")
+    ]
+    if not unique and not references:
+        return None
+    sources = [(tables[table], key)] + ([(published, key)] if published is not None else [])
+    census = key_census(sources + [(tables[child], column) for _, child, column in references])
+    new, old = F.col("_n0"), (F.col("_n1") if published is not None else F.lit(0))
+    census = census.withColumn("_new", new).withColumn("_published", old)
+    repeated = F.col(CENSUS_KEY).isNotNull() & ((new > 1) | ((new > 0) & (old > 0)))
+    unresolved = F.col(CENSUS_KEY).isNull() | (new + old == 0)
+    referring = [F.col(f"_n{len(sources) + index}") for index in range(len(references))]
+    counts = census.agg(
+        as_counts([F.sum(F.when(repeated, new)), *[F.sum(F.when(unresolved, column)) for column in referring]])
+    )
+    return KeyCensus(unique, references, census, repeated, unresolved, counts)
+
+
+def collect_counts(parts: dict[str, DataFrame]) -> dict[str, list[int]]:
+    """Every part's one-row counts in one Spark job, so the independent scans and shuffles run side by side."""
+    labelled = [frame.select(F.lit(label).alias("_part"), COUNTS) for label, frame in parts.items()]
+    union = labelled[0]
+    for frame in labelled[1:]:
+        union = union.unionByName(frame)
+    return {row["_part"]: row[COUNTS] for row in union.collect()}
+
+
+def compared(name: str, severity: str, rows: int, value, previous: tuple | None, margin: float, failing: int) -> dict:
+    """A comparison with the previous run's figure, which it names."""
+    before, run_id = previous or (None, None)
+    return outcome(name, severity, rows, failing, value=value, previous=before, previous_run=run_id, margin=margin)
+
+
+def check_tables(
+    tables: dict[str, DataFrame],
+    quality: QualitySettings,
+    baseline: Baseline | None = None,
+    published: dict[str, DataFrame | None] | None = None,
+) -> list[dict]:
+    """Every enabled check of the tables given, in QUALITY_CHECKS order; a table not given is not checked.
+
+    tables: the rows a run writes (a daily run: its new rows of the tables it appends to);
+    published: per table, the rows already in the partitions those go to, which new keys
+    must not repeat and references may resolve to; baseline: the previous runs' figures.
+    All counts come from one Spark job; only failing checks read samples.
+    """
+    baseline, published = baseline or Baseline(), published or {}
+    severities = quality.severities
+    rules = row_rules(datetime.now(timezone.utc).year)
+    table_rules = {
+        table: {name: rule for name, rule in rules.items() if check_parts(name)[0] == table and quality.enabled(name)}
+        for table in tables
+    }
+    censuses = {table: key_census_of(table, tables, published.get(table), quality.enabled) for table in tables}
+    censuses = {table: census for table, census in censuses.items() if census is not None}
+    parts = {f"rows:{table}": row_counts(frame, table, table_rules[table]) for table, frame in tables.items()}
+    parts.update({f"key:{table}": census.counts for table, census in censuses.items()})
+    counts = collect_counts(parts)
+    rows = {table: counts[f"rows:{table}"][0] for table in tables}
+
+    results = []
+    for table, frame in tables.items():
+        for (name, rule), failing in zip(table_rules[table].items(), counts[f"rows:{table}"][2:]):
+            sample = samples(frame.filter(rule), rule_columns(name)) if failing else []
+            results.append(outcome(name, severities[name], rows[table], failing, sample))
+    for table, census in censuses.items():
+        key, unique = PRIMARY_KEYS[table], f"{table}.{PRIMARY_KEYS[table]}.{UNIQUE}"
+        repeated, *unresolved = counts[f"key:{table}"]
+        if census.unique:
+            counted = [F.col("_new").alias("rows"), F.col("_published").alias("published")]
+            shown = census.census.filter(census.repeated).select(F.col(CENSUS_KEY).alias(key), *counted)
+            sample = samples(shown, [key, "rows", "published"]) if repeated else []
+            results.append(outcome(unique, severities[unique], rows[table], repeated, sample))
+        for (name, child, column), failing in zip(census.references, unresolved):
+            shown = census.census.filter(census.unresolved).select(F.col(CENSUS_KEY).alias(column))
+            sample = samples(shown, [column]) if failing else []
+            results.append(outcome(name, severities[name], rows[child], failing, sample))
+
+    name = f"{SONGPLAYS}.song_id.{MATCHED_SHARE}"
+    if SONGPLAYS in tables and quality.enabled(name):
+        plays, matched = rows[SONGPLAYS], counts[f"rows:{SONGPLAYS}"][1]
+        share = matched / plays if plays else None
+        previous, margin = baseline.matched_share, quality.matched_share_margin
+        low = share is not None and previous is not None and share < previous[0] * (1 - margin)
+        short = max(1, round((previous[0] - share) * plays)) if low else 0
+        results.append(compared(name, severities[name], plays, share, previous, margin, short))
+    for table in tables:
+        name = f"{table}.{ROW_COUNT}"
+        if quality.enabled(name):
+            previous, margin = baseline.rows.get(table), quality.row_count_margin
+            change = abs(rows[table] - previous[0]) if previous and previous[0] else 0
+            failing = change if previous and change > margin * previous[0] else 0
+            results.append(compared(name, severities[name], rows[table], rows[table], previous, margin, failing))
+    order = {name: index for index, name in enumerate(QUALITY_CHECKS)}
+    return sorted(results, key=lambda result: order[result["name"]])
+
+
 # --- Load -------------------------------------------------------------------------------------
 
 
@@ -1836,6 +2212,19 @@ def check_reject_rates(status_counts: dict[str, dict[str, int]], max_rate: float
             )
 
 
+def stop_on_failed_errors(results: list[dict]) -> None:
+    """An error check that failed stops the run here, before the load stage overwrites anything."""
+    failed = [result for result in results if result["status"] == FAIL and result["severity"] == ERROR]
+    if not failed:
+        return
+    first, others = failed[0], [result["name"] for result in failed[1:]]
+    also = f"; also failed: {', '.join(others)}" if others else ""
+    raise QualityCheckError(
+        f"quality check {first['name']} failed: {quality_finding(first)}; nothing was published{also}."
+        f" Fix the input, or change the check's severity in [{QUALITY_SECTION}] of the config"
+    )
+
+
 @dataclass
 class RunContext:
     """What one run is: its id, mode, the files it reads, and the state it builds on."""
@@ -1862,6 +2251,8 @@ class Plan:
     already_published: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DATASETS, 0))
     matched: int = 0
     merge_bases: dict[str, str] = field(default_factory=dict)
+    frames: dict[str, DataFrame] = field(default_factory=dict)  # the rows each table write writes
+    quality: list[dict] = field(default_factory=list)  # the quality checks' results
 
     def table(self, name: str, frame: DataFrame, action: str, rows: int | None = None) -> None:
         """A table to write; counted here (and cached for the write) unless its rows are known."""
@@ -1869,6 +2260,7 @@ class Plan:
             frame = frame.cache()
             rows = frame.count()
         self.rows[name], self.actions[name] = rows, action
+        self.frames[name] = frame
         mode = "append" if action == APPENDED else "overwrite"
         write = partial(write_table, frame, name=name, rows=self.rows[name], mode=mode)
         self.outputs.append(Output(name, name, write, replace=action == REPLACED))
@@ -2013,6 +2405,11 @@ def build_and_write(
                 raise RuntimeError(f"{dataset}: candidates and table rows disagree, nothing was published")
             books[dataset] = accounting({key: n for key, n in counts.items() if n or key in (READ, USED)})
 
+    if settings.quality.any_enabled:
+        with clock.stage("quality", "checking the tables before they are published"):
+            plan.quality = quality_checks(spark, settings, context, plan, touched[EVENTS_DATASET])
+        stop_on_failed_errors(plan.quality)
+
     with clock.stage("load", f"writing to {settings.output_uri}"):
         outputs = [
             Output(
@@ -2154,6 +2551,125 @@ def published_rows(
     return rows.filter(reduce(operator.or_, in_span))
 
 
+def quality_checks(
+    spark: SparkSession, settings: Settings, context: RunContext, plan: Plan, play_months: list[tuple]
+) -> list[dict]:
+    """The checks of what this run writes, beside the published rows and the previous runs' figures.
+
+    A full run checks its whole new tables. A daily run checks the rows it appends to
+    songplays, time and songs together with the published rows of the partitions they go
+    to, and users and artists (rewritten whole) whole; tables it leaves alone are not checked.
+    """
+    tables = {name: plan.frames[name] for name in TABLE_NAMES if plan.actions[name] != UNTOUCHED}
+    if context.mode == FULL:
+        previous = latest_manifest(spark, settings.output_uri)
+        manifests, published = ([previous] if previous else []), {}
+    else:
+        manifests = context.state.runs
+        published = published_for_checks(spark, settings.output_uri, context, plan, play_months)
+    baseline = quality_baseline(manifests, context.mode, plan.actions)
+    results = check_tables(tables, settings.quality, baseline, published)
+    for result in results:
+        log.debug("quality check %s", json.dumps(result))
+    return results
+
+
+def latest_manifest(spark: SparkSession, output_uri: str) -> dict | None:
+    """The last committed run's manifest, read by a full run before it starts the state anew."""
+    names = [name for name in children(spark, state_uri(output_uri, RUNS_DIR)) if name.endswith(MANIFEST_SUFFIX)]
+    if not names:
+        return None
+    text = read_text(spark, state_uri(output_uri, RUNS_DIR, max(names)))
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        log.warning("%s is not JSON: the quality checks compare with no earlier run", max(names))
+        return None
+
+
+def published_for_checks(
+    spark: SparkSession, output_uri: str, context: RunContext, plan: Plan, play_months: list[tuple]
+) -> dict[str, DataFrame | None]:
+    """What a daily run's new rows must be consistent with: the published rows where they go.
+
+    Plays and times: the month partitions the new plays fall into. Songs: the partitions
+    the new songs go to, and the song_ids of the catalogue (every song published so far).
+    """
+    published: dict[str, DataFrame | None] = {}
+    if plan.actions[SONGPLAYS] == APPENDED:
+        for name in (SONGPLAYS, TIME):
+            published[name] = published_rows(spark, output_uri, name, play_months)
+    if plan.actions[SONGS] == APPENDED:
+        catalogue = read_merge_base(spark, output_uri, context.state, CATALOGUE_STATE).select("song_id")
+        in_folders = published_rows(spark, output_uri, SONGS, partitions_of(plan.frames[SONGS], SONGS))
+        published[SONGS] = catalogue if in_folders is None else catalogue.unionByName(in_folders.select("song_id"))
+    return published
+
+
+def quality_baseline(manifests: list[dict], mode: str, actions: dict[str, str]) -> Baseline:
+    """The previous runs' figures this run is compared with, like with like (README: Quality checks).
+
+    A table written whole (all of a full run's; users and artists in a daily run) beside its
+    size as the last committed run left it; the rows a daily run appends to a table beside
+    the rows the last daily run appended to it. Matched share: a full run's whole table
+    beside the table as last left; a daily run's new plays beside the last run's new plays.
+    """
+    if not manifests:
+        return Baseline()
+    last = manifests[-1]
+    left = last.get("quality") or {}
+    sizes = left.get("table_sizes") or {}
+    rows = {}
+    for name, action in actions.items():
+        if action == REPLACED and sizes.get(name) is not None:
+            rows[name] = (sizes[name], last["run_id"])
+        elif action == APPENDED:
+            daily = [
+                manifest
+                for manifest in manifests
+                if manifest.get("mode") == INCREMENTAL
+                and manifest.get("tables", {}).get(name, {}).get("action") == APPENDED
+                and manifest["tables"][name]["rows"]
+            ]
+            if daily:
+                rows[name] = (daily[-1]["tables"][name]["rows"], daily[-1]["run_id"])
+    share = None
+    if mode == FULL:
+        plays, matched = sizes.get(SONGPLAYS), left.get("songplays_matched_in_table")
+        if plays and matched is not None:
+            share = (matched / plays, last["run_id"])
+    else:
+        writers = [m for m in manifests if (m.get("quality") or {}).get("songplays_matched_share") is not None]
+        if writers:
+            share = (writers[-1]["quality"]["songplays_matched_share"], writers[-1]["run_id"])
+    return Baseline(share, rows)
+
+
+def quality_record(context: RunContext, plan: Plan) -> dict:
+    """What the next run compares with: the tables' sizes after this run, its matched share, its checks."""
+    before = (context.state.last.get("quality") or {}) if context.state else {}
+    sizes_before = before.get("table_sizes") or {}
+    sizes = {}
+    for name in TABLE_NAMES:
+        action, known = plan.actions[name], sizes_before.get(name)
+        if action == REPLACED:
+            sizes[name] = plan.rows[name]
+        else:
+            sizes[name] = None if known is None else known + (plan.rows[name] if action == APPENDED else 0)
+    matched_before = before.get("songplays_matched_in_table")
+    if plan.actions[SONGPLAYS] == REPLACED:
+        matched_in_table = plan.matched
+    else:
+        matched_in_table = None if matched_before is None else matched_before + plan.matched
+    plays = plan.rows[SONGPLAYS]
+    return {
+        "table_sizes": sizes,
+        "songplays_matched_in_table": matched_in_table,
+        "songplays_matched_share": plan.matched / plays if plays else None,
+        "checks": [{key: result[key] for key in ("name", "severity", "status", "failing")} for result in plan.quality],
+    }
+
+
 def run_manifest(settings: Settings, context: RunContext, plan: Plan) -> dict:
     """The run's entry in the state: written last, it commits the run."""
     return {
@@ -2168,6 +2684,7 @@ def run_manifest(settings: Settings, context: RunContext, plan: Plan) -> dict:
         CATALOGUE_STATE: plan.merge_bases[CATALOGUE_STATE],
         USERS_STATE: plan.merge_bases[USERS_STATE],
         "tables": {name: {"rows": plan.rows[name], "action": plan.actions[name]} for name in TABLE_NAMES},
+        "quality": quality_record(context, plan),
     }
 
 
@@ -2204,6 +2721,7 @@ def run_report(
         "tables": plan.rows,
         "table_actions": plan.actions,
         "songplays_matched": plan.matched,
+        "quality": plan.quality,
         "rejected": {
             dataset: {"total": books[dataset]["rejected"], "by_reason": books[dataset]["rejected_by_reason"]}
             for dataset in DATASETS
@@ -2241,6 +2759,8 @@ def summary_table(report: dict) -> str:
     actions = report.get("table_actions", {})
     lines += [f"{name:<10}{report['tables'][name]:>12,}  {actions.get(name, '')}" for name in TABLE_NAMES]
     lines.append(f"songplays matched to a song: {report['songplays_matched']:,}")
+    if not report.get("nothing_new"):
+        lines += quality_summary(report["quality"])
     for dataset in DATASETS:
         books = report["accounting"][dataset]
         lines.append(
@@ -2253,6 +2773,28 @@ def summary_table(report: dict) -> str:
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report["seconds"].items())
     lines.append(f"time: {stages}")
     return "\n".join(lines)
+
+
+def quality_finding(result: dict) -> str:
+    """What a failed check found, in a few words: the rows and samples, or the comparison."""
+    if result["check"] in (MATCHED_SHARE, ROW_COUNT):
+        shown = "{:.1%}" if result["check"] == MATCHED_SHARE else "{:,}"
+        return (
+            f"{shown.format(result['value'])} against {shown.format(result['previous'])} in run"
+            f" {result['previous_run']} (margin {result['margin']:g})"
+        )
+    examples = ", ".join(json.dumps(sample, sort_keys=True) for sample in result["samples"][:2])
+    return f"{result['failing']:,} of {result['rows']:,} rows" + (f", e.g. {examples}" if examples else "")
+
+
+def quality_summary(results: list[dict]) -> list[str]:
+    if not results:
+        return [f"quality: no checks run (off in [{QUALITY_SECTION}])"]
+    failed = [result for result in results if result["status"] == FAIL]
+    if not failed:
+        return [f"quality: all {len(results)} checks passed"]
+    lines = [f"quality: {len(failed)} of {len(results)} checks failed (warnings: their rows are published)"]
+    return lines + [f"  {result['severity']:<5} {result['name']}: {quality_finding(result)}" for result in failed]
 
 
 # --- Command line -----------------------------------------------------------------------------
@@ -2402,6 +2944,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(2, str(exc))
     except RejectThresholdError as exc:
         return fail(3, str(exc))
+    except QualityCheckError as exc:
+        return fail(4, str(exc))
     except Exception as exc:
         code, message = describe_failure(exc)
         return fail(code, message, details=True)

@@ -1402,6 +1402,15 @@ def row_rules(this_year: int) -> dict[str, F.Column]:
     return rules
 
 
+def enabled_row_rules(quality: QualitySettings) -> dict[str, dict[str, F.Column]]:
+    """Per table, the row-wise checks the settings leave on, in QUALITY_CHECKS order."""
+    rules = row_rules(datetime.now(timezone.utc).year)
+    return {
+        table: {name: rule for name, rule in rules.items() if check_parts(name)[0] == table and quality.enabled(name)}
+        for table in TABLE_NAMES
+    }
+
+
 def rule_columns(name: str) -> list[str]:
     """What a failing row's sample shows: the table's key and the checked columns."""
     table, column, kind = check_parts(name)
@@ -1540,26 +1549,29 @@ def check_tables(
     quality: QualitySettings,
     baseline: Baseline | None = None,
     published: dict[str, DataFrame | None] | None = None,
+    counted: dict[str, list[int]] | None = None,
 ) -> list[dict]:
     """Every enabled check of the tables given, in QUALITY_CHECKS order; a table not given is not checked.
 
     tables: the rows a run writes (a daily run: its new rows of the tables it appends to);
     published: per table, the rows already in the partitions those go to, which new keys
-    must not repeat and references may resolve to; baseline: the previous runs' figures.
+    must not repeat and references may resolve to; baseline: the previous runs' figures;
+    counted: per table, row_counts already taken (the plan counts a table as it caches it).
     All counts come from one Spark job; only failing checks read samples.
     """
-    baseline, published = baseline or Baseline(), published or {}
+    baseline, published, counted = baseline or Baseline(), published or {}, counted or {}
     severities = quality.severities
-    rules = row_rules(datetime.now(timezone.utc).year)
-    table_rules = {
-        table: {name: rule for name, rule in rules.items() if check_parts(name)[0] == table and quality.enabled(name)}
-        for table in tables
-    }
+    table_rules = enabled_row_rules(quality)
     censuses = {table: key_census_of(table, tables, published.get(table), quality.enabled) for table in tables}
     censuses = {table: census for table, census in censuses.items() if census is not None}
-    parts = {f"rows:{table}": row_counts(frame, table, table_rules[table]) for table, frame in tables.items()}
+    parts = {
+        f"rows:{table}": row_counts(frame, table, table_rules[table])
+        for table, frame in tables.items()
+        if table not in counted
+    }
     parts.update({f"key:{table}": census.counts for table, census in censuses.items()})
-    counts = collect_counts(parts)
+    counts = collect_counts(parts) if parts else {}
+    counts.update({f"rows:{table}": counted[table] for table in tables if table in counted})
     rows = {table: counts[f"rows:{table}"][0] for table in tables}
 
     results = []
@@ -2253,12 +2265,19 @@ class Plan:
     merge_bases: dict[str, str] = field(default_factory=dict)
     frames: dict[str, DataFrame] = field(default_factory=dict)  # the rows each table write writes
     quality: list[dict] = field(default_factory=list)  # the quality checks' results
+    row_rules: dict[str, dict[str, F.Column]] = field(default_factory=dict)  # per table, enabled row checks
+    row_checks: dict[str, list[int]] = field(default_factory=dict)  # per table, row_counts taken when cached
 
     def table(self, name: str, frame: DataFrame, action: str, rows: int | None = None) -> None:
-        """A table to write; counted here (and cached for the write) unless its rows are known."""
+        """A table to write; counted here (and cached for the write) unless its rows are known.
+
+        The aggregation that fills the cache also counts the rows breaking each row-wise
+        quality check, so those checks cost no scan of their own.
+        """
         if rows is None:
             frame = frame.cache()
-            rows = frame.count()
+            self.row_checks[name] = row_counts(frame, name, self.row_rules.get(name, {})).first()[COUNTS]
+            rows = self.row_checks[name][0]
         self.rows[name], self.actions[name] = rows, action
         self.frames[name] = frame
         mode = "append" if action == APPENDED else "overwrite"
@@ -2392,10 +2411,13 @@ def build_and_write(
     check_reject_rates(status, settings.max_reject_rate)
 
     with clock.stage("transform", "building the tables (nothing is overwritten yet)"):
+        row_rules = enabled_row_rules(settings.quality)
         if context.mode == FULL:
-            plan = plan_full_run(songs, events, context.run_id)
+            plan = plan_full_run(songs, events, context.run_id, row_rules)
         else:
-            plan = plan_incremental_run(spark, settings.output_uri, context, songs, events, touched[EVENTS_DATASET])
+            plan = plan_incremental_run(
+                spark, settings.output_uri, context, songs, events, touched[EVENTS_DATASET], row_rules
+            )
         books = {}
         for dataset in DATASETS:
             counts = {key: n for key, n in status[dataset].items() if key != CANDIDATE}
@@ -2430,9 +2452,9 @@ def build_and_write(
     return run_report(spark, settings, context, clock, plan, books)
 
 
-def plan_full_run(songs: DataFrame, events: DataFrame, run_id: str) -> Plan:
+def plan_full_run(songs: DataFrame, events: DataFrame, run_id: str, row_rules: dict) -> Plan:
     """Every table rebuilt from all input, and the merge bases daily runs continue from."""
-    plan = Plan()
+    plan = Plan(row_rules=row_rules)
     catalogue = candidates_only(songs)
     songplays = build_songplays(candidates_only(events), catalogue).cache()
     latest = latest_user_events(valid_only(events)).cache()
@@ -2455,6 +2477,7 @@ def plan_incremental_run(
     songs: DataFrame,
     events: DataFrame,
     play_months: dict[tuple, tuple | None],
+    row_rules: dict,
 ) -> Plan:
     """The new files' effect on the published tables: only what changes is written.
 
@@ -2463,7 +2486,7 @@ def plan_incremental_run(
     to the partitions they fall into; a play already published there counts as
     already_published. users follow each user's latest event over all runs.
     """
-    plan = Plan()
+    plan = Plan(row_rules=row_rules)
     state = context.state
     catalogue = read_merge_base(spark, output_uri, state, CATALOGUE_STATE)
     if context.files(SONGS_DATASET):
@@ -2568,7 +2591,7 @@ def quality_checks(
         manifests = context.state.runs
         published = published_for_checks(spark, settings.output_uri, context, plan, play_months)
     baseline = quality_baseline(manifests, context.mode, plan.actions)
-    results = check_tables(tables, settings.quality, baseline, published)
+    results = check_tables(tables, settings.quality, baseline, published, plan.row_checks)
     for result in results:
         log.debug("quality check %s", json.dumps(result))
     return results

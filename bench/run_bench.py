@@ -62,6 +62,11 @@ LOCAL_MODE_MEMORY = "local mode: the executors are threads of the driver JVM, so
 # Goals of issue 11, each a ratio measured in one run on this machine.
 GOAL_JOB_OVER_REFERENCE = {"1M": 4.0, "4M": 3.0}
 GOAL_SAMPLE_OVER_BARE_SESSION = 2.5
+# Goal of issue 12: the quality checks add at most 10% to the job's wall time at 1M events,
+# measured by runs with and without them (CHECKS = off), alternated in one benchmark run.
+GOAL_QUALITY_COST = 1.10
+DEFAULT_QUALITY_COST_SIZES = "1M"
+QUALITY_OFF_SECTION = "\n[QUALITY]\nCHECKS = off\n"
 SAMPLE_DIR = REPO / "sample_data"
 # A bare session with the job's own settings (etl.create_spark_session, dl.cfg's [SPARK]):
 # what any PySpark program pays before its first row. Run as `python -c CODE REPO`.
@@ -324,9 +329,26 @@ def bench_size(series: str, size: str, args: argparse.Namespace) -> dict:
         "load_avg_1m_before": os.getloadavg()[0],
         "cpus": psutil.cpu_count(),
     }
-    job_runs = [run_job(data_dir, CACHE_DIR / label / "out" / "job", args.job_args) for _ in range(args.repeat)]
+    quality_cost = series == "growing" and size in args.quality_cost_sizes
+    job_runs, unchecked_runs = [], []
+    for _ in range(max(args.repeat, 2) if quality_cost else args.repeat):
+        job_runs.append(run_job(data_dir, CACHE_DIR / label / "out" / "job", args.job_args))
+        if quality_cost:  # alternated, so both see the same machine
+            config = ["--config", str(quality_off_config(CACHE_DIR / label))]
+            unchecked_runs.append(run_job(data_dir, CACHE_DIR / label / "out" / "job", config + args.job_args))
     record["job"] = best(job_runs)
     record["job"]["all_wall_s"] = [r["wall_s"] for r in job_runs]
+    if quality_cost:
+        without = best(unchecked_runs)
+        record["quality_cost"] = {
+            "with_checks_s": record["job"]["wall_s"],
+            "without_checks_s": without["wall_s"],
+            "ratio": record["job"]["wall_s"] / without["wall_s"],
+            "with_checks_all_s": record["job"]["all_wall_s"],
+            "without_checks_all_s": [r["wall_s"] for r in unchecked_runs],
+            "quality_stage_s": [r["report"].get("seconds", {}).get("quality") for r in job_runs],
+            "how": "the same command with a copy of dl.cfg plus [QUALITY] CHECKS = off, runs alternated",
+        }
     record["memory"] = {
         "driver_peak_rss_mb": record["job"]["peak_jvm_mb"],
         "executors_peak_rss_mb": record["job"]["peak_jvm_mb"],
@@ -338,7 +360,23 @@ def bench_size(series: str, size: str, args: argparse.Namespace) -> dict:
         record["reference"]["all_wall_s"] = [r["wall_s"] for r in ref_runs]
         record["ratio_job_over_reference"] = record["job"]["wall_s"] / best(ref_runs)["wall_s"]
     print_record(record)
+    if quality_cost:
+        cost = record["quality_cost"]
+        print(
+            f"quality checks: with {cost['with_checks_s']:.1f} s, without {cost['without_checks_s']:.1f} s,"
+            f" ratio {cost['ratio']:.3f} (goal <= {GOAL_QUALITY_COST}); quality stage {cost['quality_stage_s']} s"
+        )
     return record
+
+
+def quality_off_config(folder: Path) -> Path:
+    """The repository's dl.cfg with the quality checks turned off, for the cost comparison."""
+    path = folder / "dl-quality-off.cfg"
+    text = (REPO / "dl.cfg").read_text()
+    if "\n[QUALITY]" in text:
+        raise SystemExit("dl.cfg already has a [QUALITY] section: the comparison would not be like with like")
+    path.write_text(text + QUALITY_OFF_SECTION)  # its paths do not matter: --input and --output win
+    return path
 
 
 def measure_startup(repeat: int) -> dict:
@@ -382,6 +420,9 @@ def goals(results: dict) -> list[dict]:
                 checks.append(
                     (f"job / DuckDB at {record['size']} ({series})", limit, record["ratio_job_over_reference"])
                 )
+            if "quality_cost" in record:
+                ratio = record["quality_cost"]["ratio"]
+                checks.append((f"with / without quality checks at {record['size']}", GOAL_QUALITY_COST, ratio))
     return [
         {"goal": name, "at_most": limit, "measured": round(value, 2), "met": value <= limit}
         for name, limit, value in checks
@@ -499,12 +540,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-startup", action="store_true", help="no bare session / sample measurement")
     parser.add_argument("--skip-reference", action="store_true", help="do not run DuckDB")
     parser.add_argument(
+        "--quality-cost-sizes",
+        default=DEFAULT_QUALITY_COST_SIZES,
+        help="sizes of the growing series also run without the quality checks (alternated), e.g. 1M,4M; '' for none",
+    )
+    parser.add_argument(
         "--job-args",
         default="",
         help='extra etl.py arguments, e.g. "--max-reject-rate 0.1"',
     )
     args = parser.parse_args(argv)
     args.job_args = shlex.split(args.job_args)
+    args.quality_cost_sizes = {size.strip() for size in args.quality_cost_sizes.split(",") if size.strip()}
     series = [name.strip() for name in args.series.split(",")]
     if not ETL.exists():
         raise SystemExit(f"job not found: {ETL}")

@@ -1353,7 +1353,7 @@ UNIQUE, NOT_NULL, REFERENCE_CHECK, PARTITION_CHECK = "unique", "not_null", "refe
 MATCHED_SHARE, ROW_COUNT = "matched_share", "row_count"
 PASS, FAIL = "pass", "fail"
 QUALITY_SAMPLES = 5
-CENSUS_KEY, COUNTS = "_key", "_counts"
+TEXT_KEY, NUMBER_KEY, COUNTS = "_text_key", "_number_key", "_counts"
 SAMPLE_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"  # UTC instants, as the session zone is
 
 
@@ -1434,26 +1434,6 @@ def samples(breaking: DataFrame, columns: list[str]) -> list[dict]:
     return [row.asDict() for row in rows]
 
 
-def key_census(sources: list[tuple[DataFrame, str]]) -> DataFrame:
-    """One row per key value with how many rows of each source hold it (columns _n0, _n1, ...).
-
-    Sources are (frame, key column); partial aggregation before the shuffle keeps it to
-    about one row per distinct key and partition.
-    """
-    labels = [f"_n{index}" for index in range(len(sources))]
-    tagged = [
-        frame.select(
-            F.col(column).alias(CENSUS_KEY),
-            *[F.lit(int(index == other)).alias(label) for other, label in enumerate(labels)],
-        )
-        for index, (frame, column) in enumerate(sources)
-    ]
-    union = tagged[0]
-    for frame in tagged[1:]:
-        union = union.unionByName(frame)
-    return union.groupBy(CENSUS_KEY).agg(*[F.sum(label).alias(label) for label in labels])
-
-
 def outcome(name: str, severity: str, rows: int, failing: int, sample: list | None = None, **details) -> dict:
     """One check's entry in the run report."""
     table, column, kind = check_parts(name)
@@ -1487,6 +1467,32 @@ def row_counts(frame: DataFrame, table: str, rules: dict[str, F.Column]) -> Data
     return frame.agg(as_counts([F.count(F.lit(1)), matched, *flags]))
 
 
+CENSUS_TABLE = "_table"
+NEW, PUBLISHED_ROWS = "_new", "_published"  # the census's counts of the table's own rows
+
+
+def census_keys(frame: DataFrame, column: str) -> list[F.Column]:
+    """A key as the census's two key columns: text, or a number (instants as epoch microseconds).
+
+    Numbers and instants stay numbers, so they are grouped without turning them into text.
+    """
+    data_type = frame.schema[column].dataType
+    if isinstance(data_type, T.StringType):
+        return [F.col(column).alias(TEXT_KEY), F.lit(None).cast(T.LongType()).alias(NUMBER_KEY)]
+    number = F.unix_micros(column) if isinstance(data_type, T.TimestampType) else F.col(column).cast(T.LongType())
+    return [F.lit(None).cast(T.StringType()).alias(TEXT_KEY), number.alias(NUMBER_KEY)]
+
+
+def key_value(frame: DataFrame, column: str) -> F.Column:
+    """A census key back in the type of the column it came from, for samples."""
+    data_type = frame.schema[column].dataType
+    if isinstance(data_type, T.StringType):
+        return F.col(TEXT_KEY)
+    if isinstance(data_type, T.TimestampType):
+        return F.timestamp_micros(F.col(NUMBER_KEY))
+    return F.col(NUMBER_KEY).cast(data_type)
+
+
 @dataclass
 class KeyCensus:
     """A table's key counted over its new rows, the published rows and each column referencing it.
@@ -1497,16 +1503,23 @@ class KeyCensus:
 
     unique: bool  # the uniqueness check is wanted
     references: list[tuple[str, str, str]]  # (check name, table, column) of each wanted reference
-    census: DataFrame
-    repeated: F.Column
-    unresolved: F.Column
-    counts: DataFrame  # one row: repeated rows, then unresolved rows of each reference
+    sources: list[tuple[DataFrame, str]]  # (rows, key column): new, published (if any), then each reference
+    census: DataFrame | None = None  # this table's rows of the shared census
+    key_type: Callable[[], F.Column] | None = None  # a census key as the column's own type
+
+
+def census_counts(new: F.Column, old: F.Column) -> tuple[F.Column, F.Column]:
+    """(repeated, unresolved) conditions of a census row."""
+    missing = F.col(TEXT_KEY).isNull() & F.col(NUMBER_KEY).isNull()
+    repeated = ~missing & ((new > 1) | ((new > 0) & (old > 0)))
+    unresolved = missing | (new + old == 0)
+    return repeated, unresolved
 
 
 def key_census_of(
     table: str, tables: dict[str, DataFrame], published: DataFrame | None, wanted: Callable[[str], bool]
 ) -> KeyCensus | None:
-    """The census of a table's key if its uniqueness or a reference to it is checked (None: neither)."""
+    """What the census of a table's key counts, if its uniqueness or a reference to it is checked."""
     key = PRIMARY_KEYS[table]
     unique = wanted(f"{table}.{key}.{UNIQUE}")
     references = [
@@ -1516,22 +1529,51 @@ def key_census_of(
     ]
     if not unique and not references:
         return None
-    sources = [(tables[table], key)] + ([(published, key)] if published is not None else [])
-    census = key_census(sources + [(tables[child], column) for _, child, column in references])
-    new, old = F.col("_n0"), (F.col("_n1") if published is not None else F.lit(0))
-    census = census.withColumn("_new", new).withColumn("_published", old)
-    repeated = F.col(CENSUS_KEY).isNotNull() & ((new > 1) | ((new > 0) & (old > 0)))
-    unresolved = F.col(CENSUS_KEY).isNull() | (new + old == 0)
-    referring = [F.col(f"_n{len(sources) + index}") for index in range(len(references))]
-    counts = census.agg(
-        as_counts([F.sum(F.when(repeated, new)), *[F.sum(F.when(unresolved, column)) for column in referring]])
+    sources = [(tables[table], key), (published, key)] + [(tables[child], column) for _, child, column in references]
+    return KeyCensus(unique, references, sources, key_type=partial(key_value, tables[table], key))
+
+
+def take_census(censuses: dict[str, KeyCensus]) -> DataFrame:
+    """Every key census in one shuffle: per (table, key value), the rows of each source holding it.
+
+    Each census's own rows get columns _n0 (new rows), _n1 (published rows), _n2... (each
+    referencing column); partial aggregation before the shuffle keeps it to about one row
+    per distinct key and partition. Returns one row per table: the repeated rows, then the
+    unresolved rows of each reference, as the counts part "key:<table>".
+    """
+    width = max(len(census.sources) for census in censuses.values())
+    labels = [f"_n{index}" for index in range(width)]
+    tagged = []
+    for table, census in censuses.items():
+        for index, (frame, column) in enumerate(census.sources):
+            if frame is not None:
+                counts = [F.lit(int(index == other)).alias(label) for other, label in enumerate(labels)]
+                tagged.append(frame.select(F.lit(table).alias(CENSUS_TABLE), *census_keys(frame, column), *counts))
+    union = tagged[0]
+    for frame in tagged[1:]:
+        union = union.unionByName(frame)
+    shared = union.groupBy(CENSUS_TABLE, TEXT_KEY, NUMBER_KEY).agg(*[F.sum(label).alias(label) for label in labels])
+    shared = shared.withColumn(NEW, F.col(labels[0])).withColumn(PUBLISHED_ROWS, F.col(labels[1]))
+    repeated, unresolved = census_counts(F.col(NEW), F.col(PUBLISHED_ROWS))
+    for table, census in censuses.items():
+        census.census = shared.filter(F.col(CENSUS_TABLE) == table)
+    referring = [F.sum(F.when(unresolved, F.col(label))) for label in labels[2:]]
+    return (
+        shared.groupBy(CENSUS_TABLE)
+        .agg(
+            F.concat(F.lit("key:"), F.col(CENSUS_TABLE)).alias("_part"),
+            as_counts([F.sum(F.when(repeated, F.col(NEW))), *referring]),
+        )
+        .select("_part", COUNTS)
     )
-    return KeyCensus(unique, references, census, repeated, unresolved, counts)
 
 
-def collect_counts(parts: dict[str, DataFrame]) -> dict[str, list[int]]:
-    """Every part's one-row counts in one Spark job, so the independent scans and shuffles run side by side."""
-    labelled = [frame.select(F.lit(label).alias("_part"), COUNTS) for label, frame in parts.items()]
+def collect_counts(parts: dict[str, DataFrame], labelled: list[DataFrame] = ()) -> dict[str, list[int]]:
+    """Every part's counts in one Spark job, so the independent scans and shuffles run side by side.
+
+    parts: one-row counts by label; labelled: frames whose rows carry their own label (_part).
+    """
+    labelled = [frame.select(F.lit(label).alias("_part"), COUNTS) for label, frame in parts.items()] + list(labelled)
     union = labelled[0]
     for frame in labelled[1:]:
         union = union.unionByName(frame)
@@ -1569,8 +1611,8 @@ def check_tables(
         for table, frame in tables.items()
         if table not in counted
     }
-    parts.update({f"key:{table}": census.counts for table, census in censuses.items()})
-    counts = collect_counts(parts) if parts else {}
+    keys = [take_census(censuses)] if censuses else []
+    counts = collect_counts(parts, keys) if parts or keys else {}
     counts.update({f"rows:{table}": counted[table] for table in tables if table in counted})
     rows = {table: counts[f"rows:{table}"][0] for table in tables}
 
@@ -1581,14 +1623,16 @@ def check_tables(
             results.append(outcome(name, severities[name], rows[table], failing, sample))
     for table, census in censuses.items():
         key, unique = PRIMARY_KEYS[table], f"{table}.{PRIMARY_KEYS[table]}.{UNIQUE}"
-        repeated, *unresolved = counts[f"key:{table}"]
+        # a census over no rows at all has no row in the counts: nothing repeated, nothing unresolved
+        repeated, *unresolved = counts.get(f"key:{table}") or [0] * (1 + len(census.references))
+        is_repeated, is_unresolved = census_counts(F.col(NEW), F.col(PUBLISHED_ROWS))
         if census.unique:
-            counted = [F.col("_new").alias("rows"), F.col("_published").alias("published")]
-            shown = census.census.filter(census.repeated).select(F.col(CENSUS_KEY).alias(key), *counted)
+            counted = [F.col(NEW).alias("rows"), F.col(PUBLISHED_ROWS).alias("published")]
+            shown = census.census.filter(is_repeated).select(census.key_type().alias(key), *counted)
             sample = samples(shown, [key, "rows", "published"]) if repeated else []
             results.append(outcome(unique, severities[unique], rows[table], repeated, sample))
         for (name, child, column), failing in zip(census.references, unresolved):
-            shown = census.census.filter(census.unresolved).select(F.col(CENSUS_KEY).alias(column))
+            shown = census.census.filter(is_unresolved).select(census.key_type().alias(column))
             sample = samples(shown, [column]) if failing else []
             results.append(outcome(name, severities[name], rows[child], failing, sample))
 

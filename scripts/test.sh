@@ -8,7 +8,9 @@ bash scripts/setup.sh --dev
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 set +e
-.venv/bin/python -m pytest "$@"
+# Two workers, each taking whole test files (module fixtures stay in one process);
+# SPARKIFY_TEST_WORKERS=0 runs everything in this process.
+.venv/bin/python -m pytest -n "${SPARKIFY_TEST_WORKERS:-2}" --dist loadfile "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -1337,10 +1337,10 @@ def merge_catalogue(published: DataFrame, new_records: DataFrame) -> DataFrame:
 # The standard star-schema checks (dbt's unique, not_null, accepted_values and
 # relationships; Glue Data Quality's ranges and comparisons with the previous run) in
 # Spark built-ins, on the cached tables. Cheap by construction: a table's row rules are
-# conditional sums of one aggregation over its rows, and each key is counted in one
-# shuffle over the table, the published rows it must not repeat and the columns that
-# reference it (a "census"), which answers uniqueness and every reference to the key at
-# once. Samples are read only for failing checks. A daily run passes its new rows and the
+# conditional sums in the aggregation that caches and counts it (Plan.table), and every
+# key is counted with the published rows it must not repeat and the columns that
+# reference it (a "census") in one shuffle for all tables, which answers uniqueness and
+# every reference at once. Samples are read only for failing checks. A daily run passes its new rows and the
 # published rows of the partitions they go to: the checks cost the new day, not the history.
 
 PRIMARY_KEYS = {SONGPLAYS: "songplay_id", USERS: "user_id", SONGS: "song_id", ARTISTS: "artist_id", TIME: "start_time"}

@@ -2510,7 +2510,7 @@ def plan_full_run(songs: DataFrame, events: DataFrame, run_id: str, row_rules: d
     plan.merge_base(CATALOGUE_STATE, run_id, catalogue)
     plan.merge_base(USERS_STATE, run_id, latest)
     plan.used = {SONGS_DATASET: plan.rows[SONGS], EVENTS_DATASET: plan.rows[SONGPLAYS]}
-    plan.matched = songplays.filter(F.col("song_id").isNotNull()).count()  # from the cache
+    plan.matched = plan.row_checks[SONGPLAYS][1]  # counted with the rows when songplays was cached
     return plan
 
 

@@ -190,3 +190,25 @@ def assert_accounted(report: dict, output: Path, lines: dict[str, int], rows_bef
         assert (books["used"], books["rejected"]) == (used, rejected), (dataset, books, used, rejected)
         assert used + rejected + books["excluded"] == read, (dataset, books, read)
         assert books["excluded"] == sum(report["excluded"][dataset]["by_reason"].values()) >= 0, (dataset, report)
+
+
+def run_settings(
+    input_dir: Path,
+    output_dir: Path,
+    *,
+    incremental: bool = False,
+    max_reject_rate: float = 0.05,
+    config: Path | None = None,
+):
+    """Settings of an in-process etl.run over local folders, no credentials (the default chain)."""
+    import etl
+
+    return etl.Settings(
+        config_path=str(config or input_dir / "dl.cfg"),
+        input_uri=str(input_dir),
+        output_uri=str(output_dir),
+        report_path=None,
+        max_reject_rate=max_reject_rate,
+        aws=dict.fromkeys(etl.AWS_KEYS, ""),
+        incremental=incremental,
+    )

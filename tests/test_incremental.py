@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, shared_dataset
-from jobrun import TABLES, table_rows, tree_digest
+from jobrun import TABLES, run_settings, table_rows, tree_digest
 
 import etl
 
@@ -47,15 +47,7 @@ def make_month(root: Path, *, start: str = "2018-11-16", days: int = 30, songs: 
 
 
 def settings(input_dir: Path, output_dir: Path, incremental: bool = True) -> etl.Settings:
-    return etl.Settings(
-        config_path=str(input_dir / "dl.cfg"),
-        input_uri=str(input_dir),
-        output_uri=str(output_dir),
-        report_path=None,
-        max_reject_rate=0.5,
-        aws=dict.fromkeys(etl.AWS_KEYS, ""),
-        incremental=incremental,
-    )
+    return run_settings(input_dir, output_dir, incremental=incremental, max_reject_rate=0.5)
 
 
 def day_files(source: Path) -> list[Path]:

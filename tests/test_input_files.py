@@ -23,6 +23,7 @@ from jobrun import (
     parquet_rows,
     record_lines,
     run_job,
+    run_settings,
     table_rows,
 )
 
@@ -92,15 +93,7 @@ def inputs(tmp_path_factory) -> dict:
 
 
 def settings(input_dir: Path, output_dir: Path, incremental: bool = False) -> etl.Settings:
-    return etl.Settings(
-        config_path=str(REPO / "dl.cfg"),
-        input_uri=str(input_dir),
-        output_uri=str(output_dir),
-        report_path=None,
-        max_reject_rate=0.05,
-        aws=dict.fromkeys(etl.AWS_KEYS, ""),
-        incremental=incremental,
-    )
+    return run_settings(input_dir, output_dir, incremental=incremental, config=REPO / "dl.cfg")
 
 
 def lines_of(root: Path) -> dict[str, int]:

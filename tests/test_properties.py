@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
-from jobrun import CODECS, assert_accounted, count_lines, parquet_rows, rejected_records
+from jobrun import CODECS, assert_accounted, count_lines, parquet_rows, rejected_records, run_settings
 from records import EVENT as GOOD_EVENT
 from records import SONG as GOOD_SONG
 
@@ -461,8 +461,11 @@ def batch_seeds() -> list[int]:
 
 
 def test_a_ci_run_generates_enough_records():
-    """The issue asks for at least 10,000 generated and mutated records per CI run."""
-    assert BATCHES * (EVENT_RECORDS + SONG_RECORDS) >= MIN_RECORDS
+    """The issue asks for at least 10,000 generated and mutated records per CI run: counted in
+    the batches the run builds (the same seeds), not in the constants that size them."""
+    batches = [make_batch(seed_value) for seed_value in batch_seeds()]
+    records = sum(len(batch.written[dataset]) for batch in batches for dataset in etl.DATASETS)
+    assert records >= MIN_RECORDS, records
 
 
 @pytest.fixture(scope="module", params=batch_seeds(), ids=lambda value: f"seed{value}")
@@ -471,15 +474,8 @@ def batch_run(request, spark, tmp_path_factory):
     batch = make_batch(request.param)
     root = tmp_path_factory.mktemp(f"batch{request.param}")
     batch.write(root / "in")
-    run_settings = etl.Settings(
-        config_path=str(root / "dl.cfg"),
-        input_uri=str(root / "in"),
-        output_uri=str(root / "out"),
-        report_path=None,
-        max_reject_rate=1.0,
-        aws=dict.fromkeys(etl.AWS_KEYS, ""),
-    )
-    report = etl.run(spark, run_settings)  # no crash, whatever the lines
+    job_settings = run_settings(root / "in", root / "out", max_reject_rate=1.0, config=root / "dl.cfg")
+    report = etl.run(spark, job_settings)  # no crash, whatever the lines
     return request.param, batch, root, report
 
 

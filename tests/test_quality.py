@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from jobrun import run_job, tree_digest, write_config
+from jobrun import run_job, run_settings, tree_digest, write_config
 from records import EVENT, SONG
 from test_failures import assert_clear_error, make_input
 
@@ -471,15 +471,7 @@ def write_day(root: Path, day: int, plays: int, matched: bool) -> None:
 
 
 def daily_settings(source: Path, output: Path) -> etl.Settings:
-    return etl.Settings(
-        config_path=str(source / "dl.cfg"),
-        input_uri=str(source),
-        output_uri=str(output),
-        report_path=None,
-        max_reject_rate=0.05,
-        aws=dict.fromkeys(etl.AWS_KEYS, ""),
-        incremental=True,
-    )
+    return run_settings(source, output, incremental=True)
 
 
 def test_a_daily_run_checks_its_own_rows_against_the_previous_run(spark, tmp_path):

@@ -12,10 +12,11 @@ JSON report, counts the parquet part files per table, then times
 ``bench/duckdb_reference.py`` on the same input. Two series: ``growing`` (the catalogue
 grows with the events, 10k songs per 1M events, 22 songs per artist as in the MSD) and
 ``fixed`` (10k songs whatever the size, the course bucket's songs per artist). Before the
-sizes it measures Spark's fixed cost: a bare PySpark session (start with the job's own
-settings, one-row count, stop; a fresh process) and the bundled sample end to end
-(``python etl.py``). Results go to ``bench/results/results.json`` and
-``bench/results/seconds_vs_size.png``, with each goal's ratio and whether it was met.
+sizes it measures Spark's fixed cost: a bare PySpark session (start with PySpark's
+defaults, one-row count, stop; a fresh process), the same with the job's own session
+settings, and the bundled sample end to end (``python etl.py``), interleaved. Results go
+to ``bench/results/results.json`` and ``bench/results/seconds_vs_size.png``, with each
+goal's ratio and whether it was met.
 """
 
 from __future__ import annotations
@@ -68,9 +69,18 @@ GOAL_QUALITY_COST = 1.10
 DEFAULT_QUALITY_COST_SIZES = "1M"
 QUALITY_OFF_SECTION = "\n[QUALITY]\nCHECKS = off\n"
 SAMPLE_DIR = REPO / "sample_data"
-# A bare session with the job's own settings (etl.create_spark_session, dl.cfg's [SPARK]):
-# what any PySpark program pays before its first row. Run as `python -c CODE REPO`.
+# Spark's fixed cost, what any PySpark program pays before its first row: a bare PySpark
+# session (the issue's baseline: PySpark's defaults, one-row count, stop) and, for
+# comparison, a session with the job's own start-up settings (etl.create_spark_session,
+# dl.cfg's [SPARK]: the class archive, JIT thresholds, local file system). Run as
+# `python -c CODE REPO`.
 BARE_SESSION_CODE = """
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.master("local[*]").getOrCreate()
+spark.range(1).count()
+spark.stop()
+"""
+JOB_SESSION_CODE = """
 import os, sys, tempfile
 sys.path.insert(0, sys.argv[1])
 import etl
@@ -78,7 +88,7 @@ with tempfile.TemporaryDirectory() as scratch:
     settings = etl.load_settings(etl.parse_args(["--output", scratch]))
     spark = etl.create_spark_session(settings, os.path.join(scratch, "spark.log"))
     spark.range(1).count()
-    spark.stop()
+    etl.stop_spark(spark)
 """
 GENERATOR_LAYOUT = "s3"
 CACHE_MANIFEST = "cache.json"
@@ -384,21 +394,29 @@ def measure_startup(repeat: int) -> dict:
     out = CACHE_DIR / "sample"
     out.mkdir(parents=True, exist_ok=True)
     bare_cmd = [PYTHON, "-c", BARE_SESSION_CODE, str(REPO)]
+    job_session_cmd = [PYTHON, "-c", JOB_SESSION_CODE, str(REPO)]
     sample_cmd = [PYTHON, str(ETL), "--output", str(out / "out"), "--report", str(out / "report.json")]
     print(f"\n=== start-up: bare session vs {SAMPLE_DIR.name}/ end to end, {repeat} runs each ===", flush=True)
     print(f"  bare session: python -c BARE_SESSION_CODE; sample: {shlex.join(sample_cmd)}", flush=True)
-    bare = [run_monitored(bare_cmd, out / "bare.log") for _ in range(repeat)]
-    sample = [run_monitored(sample_cmd, out / "sample.log") for _ in range(repeat)]
+    bare, job_session, sample = [], [], []
+    for _ in range(repeat):  # interleaved, so a busy spell hurts all three alike
+        bare.append(run_monitored(bare_cmd, out / "bare.log"))
+        job_session.append(run_monitored(job_session_cmd, out / "job_session.log"))
+        sample.append(run_monitored(sample_cmd, out / "sample.log"))
     result = {
         "bare_session": {**best(bare), "all_wall_s": [r["wall_s"] for r in bare]},
+        "job_session": {**best(job_session), "all_wall_s": [r["wall_s"] for r in job_session]},
         "sample": {**best(sample), "all_wall_s": [r["wall_s"] for r in sample]},
         "sample_report_seconds": json.loads((out / "report.json").read_text())["seconds"],
         "load_avg_1m_before": os.getloadavg()[0],
     }
     result["ratio_sample_over_bare_session"] = result["sample"]["wall_s"] / result["bare_session"]["wall_s"]
-    runs = {name: [round(x, 1) for x in result[name]["all_wall_s"]] for name in ("bare_session", "sample")}
+    runs = {
+        name: [round(x, 1) for x in result[name]["all_wall_s"]] for name in ("bare_session", "job_session", "sample")
+    }
     print(
         f"bare session {result['bare_session']['wall_s']:.1f} s (runs {runs['bare_session']}), "
+        f"the job's session {result['job_session']['wall_s']:.1f} s (runs {runs['job_session']}), "
         f"sample {result['sample']['wall_s']:.1f} s (runs {runs['sample']}), "
         f"ratio {result['ratio_sample_over_bare_session']:.2f}x (goal <= {GOAL_SAMPLE_OVER_BARE_SESSION}x)",
         flush=True,

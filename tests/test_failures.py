@@ -133,6 +133,14 @@ def test_input_without_json_files(tmp_path):
     (empty / "log_data" / "notes.txt").write_text("not an event file")
     config = write_config(tmp_path / "dl.cfg", str(empty), str(tmp_path / "out"))
     assert_clear_error(run_job("--config", str(config)), 2, "no JSON files under", "song_data")
+    # a daily run into an output with committed runs: a mistyped input is an error, not "nothing new"
+    runs = tmp_path / "out" / etl.STATE_DIR / etl.RUNS_DIR
+    runs.mkdir(parents=True)
+    (runs / "20181101T000000Z-abcdef.files.jsonl").write_text("")
+    manifest = {"state_version": etl.STATE_VERSION, "files": "20181101T000000Z-abcdef.files.jsonl"}
+    (runs / f"20181101T000000Z-abcdef{etl.MANIFEST_SUFFIX}").write_text(json.dumps(manifest))
+    assert etl.read_local_state(str(tmp_path / "out")) is not None
+    assert_clear_error(run_job("--config", str(config), "--incremental"), 2, "no JSON files under", "song_data")
 
 
 def test_verbose_shows_the_stack(tmp_path):

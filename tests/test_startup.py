@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 
 import pyarrow.parquet
 import pytest
-from jobrun import run_job, write_config
+from jobrun import run_job, run_settings, write_config
 from test_failures import make_input
 
 import etl
@@ -60,3 +62,54 @@ def test_without_the_archive_the_strict_jvm_would_refuse(tmp_path):
     java = etl.java_executable()
     done = subprocess.run([java, "-Xshare:on", f"-XX:SharedArchiveFile={missing}", "-version"], capture_output=True)
     assert done.returncode != 0
+
+
+def odd_input(root):
+    """Input files with names and places a listing can get wrong."""
+    files = {
+        "song_data/A/B/C/TRA ü %20.json": "{}\n",
+        "song_data/A/.DS_Store": "x",
+        "log_data/2018/11/2018-11-01-events.json": "{}\n{}\n",
+        "log_data/2018/11/2018-11-02-events.json.gz": "not really gzip",
+        "log_data/notes.txt": "hello",
+        "log_data/_tmp/2018-11-03-events.json": "{}\n",
+        "log_data/year=2018/2018-11-04-events.json": "{}\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_the_listing_from_python_equals_the_jvms(spark, tmp_path):
+    root = odd_input(tmp_path / "in")
+    assert etl.list_local_input(str(root)) == etl.list_hadoop_input(spark, str(root))
+
+
+def test_the_state_read_from_python_equals_the_jvms(spark, tmp_path):
+    root = odd_input(tmp_path / "in")
+    runs = tmp_path / "out" / etl.STATE_DIR / etl.RUNS_DIR
+    runs.mkdir(parents=True)
+    listing = etl.list_hadoop_input(spark, str(root))
+    for number, files in enumerate((listing.files[:2], listing.files[2:])):
+        run_id = f"2018110{number}T000000Z-abcdef"
+        manifest = {"state_version": etl.STATE_VERSION, "run_id": run_id, "files": f"{run_id}{etl.FILES_SUFFIX}"}
+        (runs / f"{run_id}{etl.MANIFEST_SUFFIX}").write_text(json.dumps(manifest))
+        (runs / manifest["files"]).write_text("".join(json.dumps(file.entry(run_id)) + "\n" for file in files))
+    from_python, from_jvm = (
+        etl.read_local_state(str(tmp_path / "out")),
+        etl.read_hadoop_state(spark, str(tmp_path / "out")),
+    )
+    assert from_python == from_jvm and len(from_python.processed) == len(listing.files)
+    assert etl.unprocessed(listing, from_python) == []
+
+
+def test_only_a_run_known_to_be_small_gets_the_short_run_jit(tmp_path, monkeypatch):
+    root = odd_input(tmp_path / "in")
+    small = run_settings(root, tmp_path / "out")
+    assert etl.jit_options(small) == etl.SHORT_RUN_JIT_OPTIONS
+    assert etl.jit_options(dataclasses.replace(small, input_uri="s3a://bucket/in")) == etl.JIT_OPTIONS
+    daily = dataclasses.replace(small, incremental=True)
+    assert etl.jit_options(daily) == etl.SHORT_RUN_JIT_OPTIONS, "no state yet: everything is new, and small"
+    monkeypatch.setattr(etl, "SHORT_RUN_INPUT_BYTES", 10)  # the same input, now above the limit
+    assert etl.jit_options(small) == etl.JIT_OPTIONS

@@ -1,0 +1,111 @@
+"""Which JIT a run should get: C1 alone against tiered compilation (C2 started late), by input size.
+
+Run from the repository root::
+
+    .venv/bin/python bench/jit.py --sizes sample,100k,1M
+
+The job picks C1 alone for a run known to read less than ``etl.SHORT_RUN_INPUT_BYTES``
+and tiered compilation otherwise. This measures both on the same inputs (the bundled
+sample and run_bench.py's growing series, generated once and cached), each a full run as a
+user launches it (``python etl.py``); the mode is forced by appending its flag to
+``spark.driver.extraJavaOptions`` in a copy of dl.cfg (a later JVM flag wins). Runs
+alternate over ``--repeat`` rounds and the fastest of each is kept. Results go to
+``bench/results/jit.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from run_bench import (
+    CACHE_DIR,
+    DEFAULT_SEED,
+    ETL,
+    MSD_SONGS_PER_ARTIST,
+    PYTHON,
+    REPO,
+    RESULTS_DIR,
+    SAMPLE_DIR,
+    SONGS_PER_MILLION_EVENTS,
+    best,
+    ensure_dataset,
+    parse_size,
+    run_monitored,
+)
+
+sys.path.insert(0, str(REPO))
+import etl
+
+RESULTS_JSON = RESULTS_DIR / "jit.json"
+MODES = {"c1_only": "-XX:TieredStopAtLevel=1", "tiered": " ".join(etl.JIT_OPTIONS) + " -XX:TieredStopAtLevel=4"}
+DEFAULT_SIZES = "sample,100k,1M"
+DEFAULT_REPEAT = 2
+
+
+def mode_config(folder: Path, mode: str) -> Path:
+    """dl.cfg with the mode's JIT flags last in the driver's Java options (its paths are overridden)."""
+    path = folder / f"{mode}.cfg"
+    text = (REPO / "dl.cfg").read_text()
+    if etl.DRIVER_JAVA_OPTIONS in text:
+        raise SystemExit(f"dl.cfg sets {etl.DRIVER_JAVA_OPTIONS}: the comparison would not be like with like")
+    path.write_text(text.replace("[SPARK]", f"[SPARK]\n{etl.DRIVER_JAVA_OPTIONS} = {MODES[mode]}", 1))
+    return path
+
+
+def input_of(size: str, seed: int) -> Path:
+    if size == "sample":
+        return SAMPLE_DIR
+    events = parse_size(size)
+    songs = max(1, events * SONGS_PER_MILLION_EVENTS // 1_000_000)
+    data, _ = ensure_dataset(f"{size}-growing", songs, events, seed, songs_per_artist=MSD_SONGS_PER_ARTIST)
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="sample and/or sizes of the growing series")
+    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    args = parser.parse_args(argv)
+    work = CACHE_DIR / "jit"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    configs = {mode: mode_config(work, mode) for mode in MODES}
+    results = {"modes": MODES, "short_run_input_bytes": etl.SHORT_RUN_INPUT_BYTES, "sizes": []}
+    for size in args.sizes.split(","):
+        data = input_of(size, args.seed)
+        listing = etl.list_local_input(str(data))
+        runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
+        for round_number in range(args.repeat):
+            order = list(MODES) if round_number % 2 == 0 else list(reversed(MODES))
+            for mode in order:
+                output = work / "out"
+                shutil.rmtree(output, ignore_errors=True)
+                command = [PYTHON, str(ETL), "--config", str(configs[mode]), "--input", str(data)]
+                runs[mode].append(run_monitored([*command, "--output", str(output)], work / f"{mode}.log"))
+                print(f"  {size:<7} {mode:<8} wall {runs[mode][-1]['wall_s']:6.1f} s", flush=True)
+        fastest = {mode: best(mode_runs)["wall_s"] for mode, mode_runs in runs.items()}
+        record = {
+            "size": size,
+            "input_bytes": etl.input_bytes(listing.files),
+            "wall_s": fastest,
+            "all_wall_s": {mode: [round(run["wall_s"], 2) for run in mode_runs] for mode, mode_runs in runs.items()},
+            "c1_only_over_tiered": fastest["c1_only"] / fastest["tiered"],
+            "job_picks": "c1_only" if etl.input_bytes(listing.files) < etl.SHORT_RUN_INPUT_BYTES else "tiered",
+        }
+        results["sizes"].append(record)
+        print(f"{size}: C1 alone / tiered = {record['c1_only_over_tiered']:.2f}; the job picks {record['job_picks']}")
+    results["load_avg_1m_after"] = os.getloadavg()[0]
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {RESULTS_JSON}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -217,6 +217,7 @@ SAVE_CLASS_ARCHIVE = "-XX:ArchiveClassesAtExit="
 CLASS_ARCHIVE_SUFFIX = ".jsa"
 PARTIAL_SUFFIX = ".partial"
 JVM_EXIT_TIMEOUT_S = 120
+STALE_PARTIAL_ARCHIVE_S = 3600
 # The event timestamps become calendar fields; any other zone would move plays across
 # hours, days and months, so this one is not negotiable.
 FORCED_SPARK_SETTINGS = {"spark.sql.session.timeZone": UTC}
@@ -949,6 +950,9 @@ def class_archive_options(class_path: str) -> list[str]:
         if os.path.isfile(archive):
             return [*CLASS_ARCHIVE_OPTIONS, USE_CLASS_ARCHIVE + archive]
         os.makedirs(cache_root(), exist_ok=True)
+        for left in glob.glob(os.path.join(cache_root(), f"classes-*{PARTIAL_SUFFIX}")):  # of killed runs
+            if time.time() - os.path.getmtime(left) > STALE_PARTIAL_ARCHIVE_S:
+                os.remove(left)
         return [*CLASS_ARCHIVE_OPTIONS, f"{SAVE_CLASS_ARCHIVE}{archive}.{os.getpid()}{PARTIAL_SUFFIX}"]
     except OSError as exc:
         log.debug("no class archive: %s", exc)
@@ -957,7 +961,10 @@ def class_archive_options(class_path: str) -> list[str]:
 
 def stop_spark(spark: SparkSession) -> None:
     """Stop the session; when its JVM saves the class archive, let the JVM exit and keep it."""
-    options = spark.sparkContext.getConf().get(DRIVER_JAVA_OPTIONS, "")
+    try:
+        options = spark.sparkContext.getConf().get(DRIVER_JAVA_OPTIONS, "")
+    except Exception:  # a JVM already gone has nothing to save
+        options = ""
     saving = next(
         (option[len(SAVE_CLASS_ARCHIVE) :] for option in options.split() if option.startswith(SAVE_CLASS_ARCHIVE)), None
     )

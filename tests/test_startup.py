@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 
 import pyarrow.parquet
@@ -32,6 +33,17 @@ def test_the_archive_name_follows_the_class_path_and_a_saved_one_is_mapped(tmp_p
     assert other.rsplit(".", 2)[0] != saving[-1].rsplit(".", 2)[0], "another class path needs another archive"
     open(archive, "wb").close()
     assert etl.class_archive_options("/a.jar")[-1] == etl.USE_CLASS_ARCHIVE + archive
+
+
+def test_partial_archives_of_killed_runs_are_removed_once_stale(tmp_path, monkeypatch):
+    monkeypatch.setenv(etl.CACHE_DIR_VARIABLE, str(tmp_path))
+    stale, fresh = (tmp_path / f"classes-0.jsa.{pid}{etl.PARTIAL_SUFFIX}" for pid in (1, 2))
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    old = stale.stat().st_mtime - etl.STALE_PARTIAL_ARCHIVE_S - 60
+    os.utime(stale, (old, old))
+    etl.class_archive_options("/a.jar")
+    assert not stale.exists() and fresh.exists(), "a partial archive may still be being written"
 
 
 def test_the_first_run_saves_the_archive_and_the_next_run_maps_it(tmp_path):

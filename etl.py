@@ -41,7 +41,6 @@ import time
 import traceback
 import uuid
 import zipfile
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -153,6 +152,11 @@ COMPRESSED_JSON_RATIO = 8
 # one task on one core while the others idle (Spark's default is one split per core).
 MIN_INPUT_PARTITIONS = "spark.sql.files.minPartitionNum"
 INPUT_PARTITIONS_PER_CORE = 4
+# Adaptive execution re-plans at every shuffle and runs each shuffle stage as a job of
+# its own; a run reading less than SHORT_RUN_INPUT_BYTES (a day of logs) has no skew or
+# join size to adapt to and only pays for that, so it runs with the static plan (unless
+# [SPARK] or spark-submit --conf sets it). bench/incremental.py measures it.
+ADAPTIVE_EXECUTION = "spark.sql.adaptive.enabled"
 # Without Hadoop's native library (pip's PySpark has none) the local file system forks a
 # `chmod` for every file and directory it creates (thousands for the songs table). A
 # JVM the job starts in local mode instead uses Hadoop's local file system over a raw one
@@ -331,9 +335,10 @@ DUPLICATE_SONG_ID = "duplicate_song_id"
 REJECTED_PREFIX, EXCLUDED_PREFIX, CANDIDATE = "rejected:", "excluded:", "candidate"
 ALREADY_PUBLISHED = "already_published"
 REASON, STATUS, RAW, SOURCE_FILE = "_reason", "_status", "_raw", "_source_file"
+# The song records a catalogue (and its merge base) holds: the file each came from, then the record.
+CATALOGUE_SCHEMA = T.StructType([T.StructField(SOURCE_FILE, T.StringType()), *SONG_SCHEMA.fields])
 REDELIVERED, PUBLISHED, LATEST = "_redelivered", "_published", "latest"
 READ, USED = "read", "used"
-LINES_SCHEMA = T.StructType([T.StructField(RAW, T.StringType()), T.StructField(SOURCE_FILE, T.StringType())])
 # A user's latest event: the greatest of these, in this order (then the remaining values).
 USER_LATEST_FIELDS = ("ts", "sessionId", "itemInSession", "level", "firstName", "lastName", "gender")
 
@@ -1629,8 +1634,12 @@ class KeyCensus:
     unique: bool  # the uniqueness check is wanted
     references: list[tuple[str, str, str]]  # (check name, table, column) of each wanted reference
     sources: list[tuple[DataFrame, str]]  # (rows, key column): new, published (if any), then each reference
-    census: DataFrame | None = None  # this table's rows of the shared census
+    shared: DataFrame | None = None  # the census of every table, counted together
     key_type: Callable[[], F.Column] | None = None  # a census key as the column's own type
+
+    def keys_where(self, table: str, condition: F.Column) -> DataFrame:
+        """This table's census rows that meet the condition (built only for a failing check's samples)."""
+        return self.shared.filter((F.col(CENSUS_TABLE) == table) & condition)
 
 
 def census_counts(new: F.Column, old: F.Column) -> tuple[F.Column, F.Column]:
@@ -1661,13 +1670,13 @@ def key_census_of(
 def take_census(censuses: dict[str, KeyCensus]) -> DataFrame:
     """Every key census in one shuffle: per (table, key value), the rows of each source holding it.
 
-    Each census's own rows get columns _n0 (new rows), _n1 (published rows), _n2... (each
-    referencing column); partial aggregation before the shuffle keeps it to about one row
-    per distinct key and partition. Returns one row per table: the repeated rows, then the
-    unresolved rows of each reference, as the counts part "key:<table>".
+    Each census's own rows get columns _new (new rows), _published (published rows), _n2...
+    (each referencing column); partial aggregation before the shuffle keeps it to about one
+    row per distinct key and partition. Returns one row per table: the repeated rows, then
+    the unresolved rows of each reference, as the counts part "key:<table>".
     """
     width = max(len(census.sources) for census in censuses.values())
-    labels = [f"_n{index}" for index in range(width)]
+    labels = [NEW, PUBLISHED_ROWS, *(f"_n{index}" for index in range(2, width))]
     tagged = []
     for table, census in censuses.items():
         for index, (frame, column) in enumerate(census.sources):
@@ -1676,12 +1685,11 @@ def take_census(censuses: dict[str, KeyCensus]) -> DataFrame:
                 tagged.append(frame.select(F.lit(table).alias(CENSUS_TABLE), *census_keys(frame, column), *counts))
     union = tagged[0]
     for frame in tagged[1:]:
-        union = union.unionByName(frame)
+        union = union.union(frame)  # the same columns in the same order: no resolution by name
     shared = union.groupBy(CENSUS_TABLE, TEXT_KEY, NUMBER_KEY).agg(*[F.sum(label).alias(label) for label in labels])
-    shared = shared.withColumn(NEW, F.col(labels[0])).withColumn(PUBLISHED_ROWS, F.col(labels[1]))
     repeated, unresolved = census_counts(F.col(NEW), F.col(PUBLISHED_ROWS))
-    for table, census in censuses.items():
-        census.census = shared.filter(F.col(CENSUS_TABLE) == table)
+    for census in censuses.values():
+        census.shared = shared
     referring = [F.sum(F.when(unresolved, F.col(label))) for label in labels[2:]]
     return (
         shared.groupBy(CENSUS_TABLE)
@@ -1701,8 +1709,44 @@ def collect_counts(parts: dict[str, DataFrame], labelled: list[DataFrame] = ()) 
     labelled = [frame.select(F.lit(label).alias("_part"), COUNTS) for label, frame in parts.items()] + list(labelled)
     union = labelled[0]
     for frame in labelled[1:]:
-        union = union.unionByName(frame)
+        union = union.union(frame)  # each is (_part, _counts)
     return {row["_part"]: row[COUNTS] for row in union.collect()}
+
+
+class Tally:
+    """Counts gathered while a run is planned and collected together when the first is read.
+
+    Each Spark action costs a run planning, scheduling and a job per stage however small
+    its data; the plan's counts (the tables' rows, the flagged new rows) and the quality
+    checks' counts share one job instead of one each.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[str, DataFrame] = {}  # one-row counts by label
+        self.labelled: list[DataFrame] = []  # frames whose rows carry their own label (_part)
+        self.values: dict[str, list[int]] = {}
+
+    def add(self, label: str, part: DataFrame) -> None:
+        self.pending[label] = part
+
+    def add_labelled(self, frame: DataFrame) -> None:
+        self.labelled.append(frame)
+
+    def __contains__(self, label: str) -> bool:
+        return label in self.pending or label in self.values
+
+    def get(self, label: str, default: list[int] | None = None) -> list[int] | None:
+        """A label's counts (a labelled frame may have no row for it: default)."""
+        if self.pending or self.labelled:
+            self.values.update(collect_counts(self.pending, self.labelled))
+            self.pending, self.labelled = {}, []
+        return self.values.get(label, default)
+
+    def __getitem__(self, label: str) -> list[int]:
+        value = self.get(label)
+        if value is None:
+            raise KeyError(label)
+        return value
 
 
 def compared(name: str, severity: str, rows: int, value, previous: tuple | None, margin: float, failing: int) -> dict:
@@ -1716,29 +1760,28 @@ def check_tables(
     quality: QualitySettings,
     baseline: Baseline | None = None,
     published: dict[str, DataFrame | None] | None = None,
-    counted: dict[str, list[int]] | None = None,
+    tally: Tally | None = None,
 ) -> list[dict]:
     """Every enabled check of the tables given, in QUALITY_CHECKS order; a table not given is not checked.
 
     tables: the rows a run writes (a daily run: its new rows of the tables it appends to);
     published: per table, the rows already in the partitions those go to, which new keys
     must not repeat and references may resolve to; baseline: the previous runs' figures;
-    counted: per table, row_counts already taken (the plan counts a table as it caches it).
-    All counts come from one Spark job; only failing checks read samples.
+    tally: the run's counts still to be collected, among them each table's row_counts
+    ("rows:<table>") the plan registered as it cached the table. All counts come from one
+    Spark job, the plan's with the checks'; only failing checks read samples.
     """
-    baseline, published, counted = baseline or Baseline(), published or {}, counted or {}
+    baseline, published, tally = baseline or Baseline(), published or {}, tally or Tally()
     severities = quality.severities
     table_rules = enabled_row_rules(quality)
     censuses = {table: key_census_of(table, tables, published.get(table), quality.enabled) for table in tables}
     censuses = {table: census for table, census in censuses.items() if census is not None}
-    parts = {
-        f"rows:{table}": row_counts(frame, table, table_rules[table])
-        for table, frame in tables.items()
-        if table not in counted
-    }
-    keys = [take_census(censuses)] if censuses else []
-    counts = collect_counts(parts, keys) if parts or keys else {}
-    counts.update({f"rows:{table}": counted[table] for table in tables if table in counted})
+    for table, frame in tables.items():
+        if f"rows:{table}" not in tally:
+            tally.add(f"rows:{table}", row_counts(frame, table, table_rules[table]))
+    if censuses:
+        tally.add_labelled(take_census(censuses))
+    counts = {f"rows:{table}": tally[f"rows:{table}"] for table in tables}
     rows = {table: counts[f"rows:{table}"][0] for table in tables}
 
     results = []
@@ -1749,16 +1792,20 @@ def check_tables(
     for table, census in censuses.items():
         key, unique = PRIMARY_KEYS[table], f"{table}.{PRIMARY_KEYS[table]}.{UNIQUE}"
         # a census over no rows at all has no row in the counts: nothing repeated, nothing unresolved
-        repeated, *unresolved = counts.get(f"key:{table}") or [0] * (1 + len(census.references))
+        repeated, *unresolved = tally.get(f"key:{table}") or [0] * (1 + len(census.references))
         is_repeated, is_unresolved = census_counts(F.col(NEW), F.col(PUBLISHED_ROWS))
         if census.unique:
-            counted = [F.col(NEW).alias("rows"), F.col(PUBLISHED_ROWS).alias("published")]
-            shown = census.census.filter(is_repeated).select(census.key_type().alias(key), *counted)
-            sample = samples(shown, [key, "rows", "published"]) if repeated else []
+            sample = []
+            if repeated:
+                counted = [F.col(NEW).alias("rows"), F.col(PUBLISHED_ROWS).alias("published")]
+                shown = census.keys_where(table, is_repeated).select(census.key_type().alias(key), *counted)
+                sample = samples(shown, [key, "rows", "published"])
             results.append(outcome(unique, severities[unique], rows[table], repeated, sample))
         for (name, child, column), failing in zip(census.references, unresolved):
-            shown = census.census.filter(is_unresolved).select(census.key_type().alias(column))
-            sample = samples(shown, [column]) if failing else []
+            sample = []
+            if failing:
+                shown = census.keys_where(table, is_unresolved).select(census.key_type().alias(column))
+                sample = samples(shown, [column])
             results.append(outcome(name, severities[name], rows[child], failing, sample))
 
     name = f"{SONGPLAYS}.song_id.{MATCHED_SHARE}"
@@ -2430,14 +2477,11 @@ def count_by_status(
     return counts, touched
 
 
-def count_flagged(rows: DataFrame) -> tuple[int, int, int]:
-    """(rows not yet published, rows already published, new rows matched to a song): one aggregation."""
-    matched = F.col("song_id").isNotNull() if "song_id" in rows.columns else F.lit(False)
-    counts = Counter()
-    for row in rows.groupBy(PUBLISHED, matched.alias("_matched")).count().collect():
-        counts[row[PUBLISHED]] += row["count"]
-        counts["matched"] += row["count"] if row["_matched"] and not row[PUBLISHED] else 0
-    return counts[False], counts[True], counts["matched"]
+def flagged_counts(rows: DataFrame) -> DataFrame:
+    """One row: [rows not yet published, rows already published, new rows matched to a song]."""
+    new = ~F.col(PUBLISHED)
+    matched = new & F.col("song_id").isNotNull() if "song_id" in rows.columns else F.lit(False)
+    return rows.agg(as_counts([F.sum(F.when(new, 1)), F.sum(F.when(~new, 1)), F.sum(F.when(matched, 1))]))
 
 
 def accounting(counts: dict[str, int]) -> dict:
@@ -2504,7 +2548,11 @@ class RunContext:
 
 @dataclass
 class Plan:
-    """What the load stage writes, and the counts the report needs."""
+    """What the load stage writes, and the counts the report needs.
+
+    Counts are registered in the run's tally while the plan is built and collected in one
+    Spark job, with the quality checks' if they run; settle() then fills the figures.
+    """
 
     outputs: list[Output] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLE_NAMES, 0))
@@ -2516,23 +2564,40 @@ class Plan:
     frames: dict[str, DataFrame] = field(default_factory=dict)  # the rows each table write writes
     quality: list[dict] = field(default_factory=list)  # the quality checks' results
     row_rules: dict[str, dict[str, F.Column]] = field(default_factory=dict)  # per table, enabled row checks
-    row_checks: dict[str, list[int]] = field(default_factory=dict)  # per table, row_counts taken when cached
+    tally: Tally = field(default_factory=Tally)
+    figures: dict[tuple[str, str | None], tuple[str, int]] = field(default_factory=dict)  # (figure, key): where
 
-    def table(self, name: str, frame: DataFrame, action: str, rows: int | None = None) -> None:
-        """A table to write; counted here (and cached for the write) unless its rows are known.
+    def table(self, name: str, frame: DataFrame, action: str, rows: tuple[str, int] | None = None) -> None:
+        """A table to write, cached and counted (rows: where another count of the tally gives them).
 
-        The aggregation that fills the cache also counts the rows breaking each row-wise
-        quality check, so those checks cost no scan of their own.
+        The aggregation that counts the table and fills its cache also counts the rows
+        breaking each row-wise quality check, so those checks cost no scan of their own.
         """
         if rows is None:
             frame = frame.cache()
-            self.row_checks[name] = row_counts(frame, name, self.row_rules.get(name, {})).first()[COUNTS]
-            rows = self.row_checks[name][0]
-        self.rows[name], self.actions[name] = rows, action
-        self.frames[name] = frame
+            self.tally.add(f"rows:{name}", row_counts(frame, name, self.row_rules.get(name, {})))
+            rows = (f"rows:{name}", 0)
+        self.figures[("rows", name)] = rows
+        self.actions[name], self.frames[name] = action, frame
         mode = "append" if action == APPENDED else "overwrite"
-        write = partial(write_table, frame, name=name, rows=self.rows[name], mode=mode)
-        self.outputs.append(Output(name, name, write, replace=action == REPLACED))
+        self.outputs.append(Output(name, name, partial(self.write, name, mode), replace=action == REPLACED))
+
+    def write(self, name: str, mode: str, path: str) -> None:
+        write_table(self.frames[name], path, name=name, rows=self.rows[name], mode=mode)
+
+    def count(self, label: str, part: DataFrame, **figures: tuple[str | None, int]) -> None:
+        """A one-row count for the tally, and the figures it gives: figure=(key, index in the count)."""
+        self.tally.add(label, part)
+        for figure, (key, index) in figures.items():
+            self.figures[(figure, key)] = (label, index)
+
+    def settle(self) -> None:
+        """The figures from the tally: collected now, unless the quality checks already did."""
+        for (figure, key), (label, index) in self.figures.items():
+            if key is None:
+                setattr(self, figure, self.tally[label][index])
+            else:
+                getattr(self, figure)[key] = self.tally[label][index]
 
     def merge_base(self, name: str, run_id: str, frame: DataFrame) -> None:
         self.merge_bases[name] = f"{name}/{run_id}"
@@ -2565,7 +2630,7 @@ def run(spark: SparkSession, settings: Settings) -> dict:
         )
         if not selected:
             return nothing_new_report(spark, settings, context, clock)
-        size_shuffles_by_input(spark, selected)
+        size_by_input(spark, selected)
         with ExitStack() as resources:
             resources.callback(spark.catalog.clearCache)  # the run's cached frames go with it
             input_root, origin = settings.input_uri, None
@@ -2576,15 +2641,20 @@ def run(spark: SparkSession, settings: Settings) -> dict:
             return build_and_write(spark, settings, clock, context, input_root, origin, only_selected)
 
 
-def size_shuffles_by_input(spark: SparkSession, selected: list[InputFile]) -> None:
-    """spark.sql.shuffle.partitions from the bytes this run reads, unless the user set it."""
-    if spark.sparkContext.getConf().contains(SHUFFLE_PARTITIONS):
-        return
+def size_by_input(spark: SparkSession, selected: list[InputFile]) -> None:
+    """spark.sql.shuffle.partitions, and adaptive execution, from the bytes this run reads.
+
+    A value the user set wins.
+    """
+    conf = spark.sparkContext.getConf()
     size = input_bytes(selected)
-    by_cores = SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism
-    partitions = max(by_cores, math.ceil(size / INPUT_BYTES_PER_SHUFFLE_PARTITION))
-    spark.conf.set(SHUFFLE_PARTITIONS, str(partitions))
-    log.debug("%d shuffle partitions for %d input bytes", partitions, size)
+    if not conf.contains(SHUFFLE_PARTITIONS):
+        by_cores = SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism
+        partitions = max(by_cores, math.ceil(size / INPUT_BYTES_PER_SHUFFLE_PARTITION))
+        spark.conf.set(SHUFFLE_PARTITIONS, str(partitions))
+        log.debug("%d shuffle partitions for %d input bytes", partitions, size)
+    if not conf.contains(ADAPTIVE_EXECUTION) and size < SHORT_RUN_INPUT_BYTES:
+        spark.conf.set(ADAPTIVE_EXECUTION, "false")
 
 
 @contextmanager
@@ -2608,14 +2678,17 @@ def local_copy(spark: SparkSession, input_uri: str, selected: list[InputFile]) -
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def read_dataset(
+def extract_records(
     spark: SparkSession, context: RunContext, dataset: str, root: str, origin: tuple | None, only_selected: bool
-) -> DataFrame:
-    """This run's lines of one dataset: all its files (full run) or only the new ones."""
+) -> DataFrame | None:
+    """This run's records of one dataset, validated and classified (cached); None if it reads no file of it.
+
+    All its files (full run) or only the new ones.
+    """
     files = context.files(dataset)
-    if not files:  # built in the JVM: a Python-side empty frame costs a second
-        return spark.range(0).select(*(F.lit(None).cast(field.dataType).alias(field.name) for field in LINES_SCHEMA))
-    return read_json_lines(
+    if not files:  # a daily run without new song files builds no song frames at all
+        return None
+    lines = read_json_lines(
         spark,
         f"{root}/{DATASET_FOLDERS[dataset]}",
         origin,
@@ -2623,6 +2696,11 @@ def read_dataset(
         only=[file.uri for file in files] if only_selected else None,
         compressed=any(not file.uri.endswith(PLAIN_JSON_SUFFIX) for file in files),
     )
+    if dataset == SONGS_DATASET:
+        # one small file per song packs into hundreds of splits; a few per core suffice
+        lines = lines.coalesce(int(spark.conf.get(SHUFFLE_PARTITIONS)))
+        return classify_songs(validate_songs(lines)).cache()
+    return classify_events(validate_events(lines)).cache()
 
 
 def build_and_write(
@@ -2635,20 +2713,15 @@ def build_and_write(
     only_selected: bool,
 ) -> dict:
     with clock.stage("extract", f"reading and validating {settings.input_uri}"):
-        song_lines = read_dataset(spark, context, SONGS_DATASET, input_root, origin, only_selected)
-        # one small file per song packs into hundreds of splits; a few per core suffice
-        song_lines = song_lines.coalesce(int(spark.conf.get(SHUFFLE_PARTITIONS)))
-        songs = classify_songs(validate_songs(song_lines)).cache()
-        event_lines = read_dataset(spark, context, EVENTS_DATASET, input_root, origin, only_selected)
-        events = classify_events(validate_events(event_lines)).cache()
+        records = {
+            dataset: extract_records(spark, context, dataset, input_root, origin, only_selected) for dataset in DATASETS
+        }
+        songs, events = records[SONGS_DATASET], records[EVENTS_DATASET]
         status, touched = {}, {}
-        for dataset, records, partitions in (
-            (SONGS_DATASET, songs, []),
-            (EVENTS_DATASET, events, play_partitions()),
-        ):
+        for dataset, partitions in ((SONGS_DATASET, []), (EVENTS_DATASET, play_partitions())):
             span = F.col("ts") if dataset == EVENTS_DATASET else None
             status[dataset], touched[dataset] = (
-                count_by_status(records, partitions, span) if context.files(dataset) else ({}, {})
+                count_by_status(records[dataset], partitions, span) if records[dataset] is not None else ({}, {})
             )
         log.info(
             "%-9s %s songs, %s events", "", f"{sum(status['songs'].values()):,}", f"{sum(status['events'].values()):,}"
@@ -2663,28 +2736,24 @@ def build_and_write(
             plan = plan_incremental_run(
                 spark, settings.output_uri, context, songs, events, touched[EVENTS_DATASET], row_rules
             )
-        books = {}
-        for dataset in DATASETS:
-            counts = {key: n for key, n in status[dataset].items() if key != CANDIDATE}
-            counts[EXCLUDED_PREFIX + ALREADY_PUBLISHED] = plan.already_published[dataset]
-            counts[READ], counts[USED] = sum(status[dataset].values()), plan.used[dataset]
-            if status[dataset].get(CANDIDATE, 0) != plan.used[dataset] + plan.already_published[dataset]:
-                raise RuntimeError(f"{dataset}: candidates and table rows disagree, nothing was published")
-            books[dataset] = accounting({key: n for key, n in counts.items() if n or key in (READ, USED)})
+        if not settings.quality.any_enabled:
+            plan.settle()
 
-    if settings.quality.any_enabled:
-        with clock.stage("quality", "checking the tables before they are published"):
+    if settings.quality.any_enabled:  # the tables are counted in the checks' Spark job
+        with clock.stage("quality", "counting and checking the tables before they are published"):
             plan.quality = quality_checks(spark, settings, context, plan, touched[EVENTS_DATASET])
+            plan.settle()
         stop_on_failed_errors(plan.quality)
+    books = {dataset: run_books(status[dataset], plan, dataset) for dataset in DATASETS}
 
     with clock.stage("load", f"writing to {settings.output_uri}"):
         outputs = [
             Output(
                 f"rejected:{dataset}",
                 f"{REJECTED_DIR}/{dataset}/{RUN_ID_COLUMN}={context.run_id}",
-                partial(write_rejects, rejected_only(records)),
+                partial(write_rejects, rejected_only(records[dataset])),
             )
-            for dataset, records in ((SONGS_DATASET, songs), (EVENTS_DATASET, events))
+            for dataset in DATASETS
             if books[dataset]["rejected"]
         ]
         if context.mode == FULL:  # a full refresh starts the history of this output anew
@@ -2697,6 +2766,16 @@ def build_and_write(
     return run_report(spark, settings, context, clock, plan, books)
 
 
+def run_books(status: dict[str, int], plan: Plan, dataset: str) -> dict:
+    """A dataset's accounting: its records by status, the candidates split into used and already published."""
+    counts = {key: n for key, n in status.items() if key != CANDIDATE}
+    counts[EXCLUDED_PREFIX + ALREADY_PUBLISHED] = plan.already_published[dataset]
+    counts[READ], counts[USED] = sum(status.values()), plan.used[dataset]
+    if status.get(CANDIDATE, 0) != plan.used[dataset] + plan.already_published[dataset]:
+        raise RuntimeError(f"{dataset}: candidates and table rows disagree, nothing was published")
+    return accounting({key: n for key, n in counts.items() if n or key in (READ, USED)})
+
+
 def plan_full_run(songs: DataFrame, events: DataFrame, run_id: str, row_rules: dict) -> Plan:
     """Every table rebuilt from all input, and the merge bases daily runs continue from."""
     plan = Plan(row_rules=row_rules)
@@ -2704,14 +2783,19 @@ def plan_full_run(songs: DataFrame, events: DataFrame, run_id: str, row_rules: d
     songplays = build_songplays(candidates_only(events), catalogue).cache()
     latest = latest_user_events(valid_only(events)).cache()
     plan.table(SONGPLAYS, songplays, REPLACED)
-    plan.table(USERS, users_from_latest(latest), REPLACED, rows=latest.count())
+    plan.table(USERS, users_from_latest(latest), REPLACED)
     plan.table(SONGS, build_songs(catalogue), REPLACED)
     plan.table(ARTISTS, build_artists(catalogue), REPLACED)
     plan.table(TIME, build_time(songplays), REPLACED)
     plan.merge_base(CATALOGUE_STATE, run_id, catalogue)
     plan.merge_base(USERS_STATE, run_id, latest)
-    plan.used = {SONGS_DATASET: plan.rows[SONGS], EVENTS_DATASET: plan.rows[SONGPLAYS]}
-    plan.matched = plan.row_checks[SONGPLAYS][1]  # counted with the rows when songplays was cached
+    plan.figures.update(
+        {
+            ("used", SONGS_DATASET): (f"rows:{SONGS}", 0),
+            ("used", EVENTS_DATASET): (f"rows:{SONGPLAYS}", 0),
+            ("matched", None): (f"rows:{SONGPLAYS}", 1),  # counted with the rows as songplays is cached
+        }
+    )
     return plan
 
 
@@ -2719,8 +2803,8 @@ def plan_incremental_run(
     spark: SparkSession,
     output_uri: str,
     context: RunContext,
-    songs: DataFrame,
-    events: DataFrame,
+    songs: DataFrame | None,
+    events: DataFrame | None,
     play_months: dict[tuple, tuple | None],
     row_rules: dict,
 ) -> Plan:
@@ -2733,10 +2817,11 @@ def plan_incremental_run(
     """
     plan = Plan(row_rules=row_rules)
     state = context.state
-    catalogue = read_merge_base(spark, output_uri, state, CATALOGUE_STATE, candidates_only(songs).schema)
+    catalogue = read_merge_base(spark, output_uri, state, CATALOGUE_STATE, CATALOGUE_SCHEMA)
     if context.files(SONGS_DATASET):
         records = flag_published(candidates_only(songs), catalogue, "song_id").cache()
-        plan.used[SONGS_DATASET], plan.already_published[SONGS_DATASET], _ = count_flagged(records)
+        figures = {"used": (SONGS_DATASET, 0), "already_published": (SONGS_DATASET, 1)}
+        plan.count(f"flagged:{SONGS_DATASET}", flagged_counts(records), **figures)
         catalogue = merge_catalogue(catalogue, records).cache()
         added = records.filter(~F.col(PUBLISHED)).drop(PUBLISHED)
         touched = partitions_of(added, SONGS)
@@ -2751,15 +2836,16 @@ def plan_incremental_run(
         batch = build_songplays(candidates_only(events), catalogue).cache()
         published = published_rows(spark, output_uri, SONGPLAYS, play_months)
         plays = flag_published(batch, published, "songplay_id").cache()
-        used, plan.already_published[EVENTS_DATASET], plan.matched = count_flagged(plays)
-        plan.used[EVENTS_DATASET] = used
-        plan.table(SONGPLAYS, plays.filter(~F.col(PUBLISHED)).drop(PUBLISHED), APPENDED, rows=used)
+        label = f"flagged:{EVENTS_DATASET}"
+        figures = {"used": (EVENTS_DATASET, 0), "already_published": (EVENTS_DATASET, 1), "matched": (None, 2)}
+        plan.count(label, flagged_counts(plays), **figures)
+        plan.table(SONGPLAYS, plays.filter(~F.col(PUBLISHED)).drop(PUBLISHED), APPENDED, rows=(label, 0))
         times = flag_published(build_time(batch), published_rows(spark, output_uri, TIME, play_months), "start_time")
         plan.table(TIME, times.filter(~F.col(PUBLISHED)).drop(PUBLISHED), APPENDED)
         new_latest = latest_user_events(valid_only(events))
         published_latest = read_merge_base(spark, output_uri, state, USERS_STATE, new_latest.schema)
         latest = merge_latest_user_events(published_latest, new_latest).cache()
-        plan.table(USERS, users_from_latest(latest), REPLACED, rows=latest.count())
+        plan.table(USERS, users_from_latest(latest), REPLACED)
         plan.merge_base(USERS_STATE, context.run_id, latest)
     else:
         plan.merge_bases[USERS_STATE] = state.last[USERS_STATE]
@@ -2838,7 +2924,7 @@ def quality_checks(
         manifests = context.state.runs
         published = published_for_checks(spark, settings.output_uri, context, plan, play_months)
     baseline = quality_baseline(manifests, context.mode, plan.actions)
-    results = check_tables(tables, settings.quality, baseline, published, plan.row_checks)
+    results = check_tables(tables, settings.quality, baseline, published, plan.tally)
     for result in results:
         log.debug("quality check %s", json.dumps(result))
     return results

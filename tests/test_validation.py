@@ -129,6 +129,17 @@ def test_every_event_gets_exactly_one_status(spark):
     }
 
 
+def test_the_declared_catalogue_schema_is_what_song_validation_gives(spark, tmp_path):
+    """A daily run without new song files reads the catalogue with CATALOGUE_SCHEMA, built no song frame."""
+    (tmp_path / "A").mkdir()
+    (tmp_path / "A" / "one.json").write_text(json.dumps(GOOD_SONG))
+    lines = etl.read_json_lines(spark, str(tmp_path), small_files=True)
+    candidates = etl.candidates_only(etl.classify_songs(etl.validate_songs(lines)))
+    declared = [(field.name, field.dataType) for field in etl.CATALOGUE_SCHEMA]
+    assert [(field.name, field.dataType) for field in candidates.schema] == declared
+    assert candidates.count() == 1
+
+
 def test_rejects_keep_the_raw_line_and_its_file(spark):
     frame = spark.createDataFrame([("garbage", "file:/in/a.json")], [etl.RAW, etl.SOURCE_FILE])
     rejects = etl.rejected_only(etl.classify_events(etl.validate_events(frame))).collect()

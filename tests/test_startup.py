@@ -132,6 +132,9 @@ def test_the_state_read_from_python_equals_the_jvms(spark, tmp_path):
 def test_only_a_run_known_to_be_small_gets_the_short_run_jit(tmp_path, monkeypatch):
     root = odd_input(tmp_path / "in")
     small = run_settings(root, tmp_path / "out")
+    monkeypatch.setattr(etl.os, "cpu_count", lambda: 2)
+    assert etl.jit_options(small) == etl.SHORT_RUN_JIT_OPTIONS + etl.FEW_CORES_JIT_OPTIONS, "one compiler thread"
+    monkeypatch.setattr(etl.os, "cpu_count", lambda: 8)
     assert etl.jit_options(small) == etl.SHORT_RUN_JIT_OPTIONS
     assert etl.jit_options(dataclasses.replace(small, input_uri="s3a://bucket/in")) == etl.JIT_OPTIONS
     daily = dataclasses.replace(small, incremental=True)

@@ -222,6 +222,10 @@ SHORT_RUN_JIT_OPTIONS = ("-XX:TieredStopAtLevel=1",)
 FEW_CORES = 2
 FEW_CORES_JIT_OPTIONS = ("-XX:CICompilerCount=1",)
 CLASS_ARCHIVE_OPTIONS = ("-XX:+IgnoreUnrecognizedVMOptions", "-Xlog:cds*=off")  # its notes would go to stdout
+# Options that hook class loading (Flight Recorder, Java agents): with a saved archive
+# mapped, Java 17 crashed at start (SIGSEGV in check_shared_class_file_load_hook, seen with
+# -XX:StartFlightRecording), so a JVM given one gets no archive.
+CLASS_LOAD_HOOKS = ("-XX:StartFlightRecording", "-javaagent:", "-agentlib:", "-agentpath:")
 USE_CLASS_ARCHIVE = "-XX:SharedArchiveFile="
 SAVE_CLASS_ARCHIVE = "-XX:ArchiveClassesAtExit="
 CLASS_ARCHIVE_SUFFIX = ".jsa"
@@ -834,7 +838,8 @@ def create_spark_session(settings: Settings, log_path: str, listing: InputListin
             java_options.append(LOCAL_MODE_JAVA_OPTION)
             local_output = urlparse(settings.output_uri).scheme.lower() in LOCAL_SCHEMES
             properties = with_local_file_system(properties, local_output)
-        if SparkContext._gateway is None:  # this process starts the JVM
+        hooked = any(hook in properties.get(DRIVER_JAVA_OPTIONS, "") for hook in CLASS_LOAD_HOOKS)
+        if SparkContext._gateway is None and not hooked:  # this process starts the JVM
             java_options += class_archive_options(properties.get(DRIVER_CLASS_PATH, ""))
         properties[DRIVER_JAVA_OPTIONS] = " ".join(java_options + [properties.get(DRIVER_JAVA_OPTIONS, "")]).strip()
         launch_args = [arg for key, value in properties.items() for arg in ("--conf", f"{key}={value}")]

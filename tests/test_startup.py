@@ -80,6 +80,14 @@ def test_the_first_run_saves_the_archive_and_the_next_run_maps_it(tmp_path):
     for table in etl.TABLE_NAMES:
         assert rows(tmp_path / "b", table) == rows(tmp_path / "a", table), table
 
+    # Flight Recorder hooks class loading: with the archive mapped, Java 17 crashed at start
+    recording = tmp_path / "run.jfr"
+    profiled = {etl.DRIVER_JAVA_OPTIONS: f"-XX:StartFlightRecording=filename={recording}"}
+    config = write_config(tmp_path / "c.cfg", str(tmp_path / "in"), str(tmp_path / "c"), spark=profiled)
+    third = run_job("--config", str(config), env=env)
+    assert third.code == 0, third.output
+    assert recording.stat().st_size > 0 and rows(tmp_path / "c", etl.SONGPLAYS) == rows(tmp_path / "a", etl.SONGPLAYS)
+
 
 def test_without_the_archive_the_strict_jvm_would_refuse(tmp_path):
     """The check above can fail: -Xshare:on with an archive that is not there stops the JVM."""

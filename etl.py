@@ -212,13 +212,13 @@ JIT_OPTIONS = (
     "-XX:Tier4BackEdgeThreshold=160000",
 )
 # A run known (from Python, local input) to read less than this lasts seconds: there C1
-# alone beats tiered compilation (jit.json: 0.89x on the sample, 0.90x at 100k events),
-# while at 1M events (478 MB) it costs 1.44x.
+# alone beats tiered compilation (jit.json: 0.79x on the sample, 0.86x at 100k events),
+# while at 1M events (478 MB) it costs 1.41x.
 SHORT_RUN_INPUT_BYTES = 128 << 20
 SHORT_RUN_JIT_OPTIONS = ("-XX:TieredStopAtLevel=1",)
-# On two cores, C1's two compiler threads spend about 3 s of CPU in a daily run's 13 s
-# beside the run's own two threads; one compiler thread takes its work with less
-# contention (sample 10.3 vs 10.7 s, daily 1M 13.1 vs 13.7 s, by hand, see README).
+# On two cores C1's two compiler threads compete with the run's own two (about 3 s of
+# compiler CPU in a 13 s daily run); one compiler thread does the same work with less
+# contention (jit.json: 0.95x of two threads on the sample, 0.96x at 100k events).
 FEW_CORES = 2
 FEW_CORES_JIT_OPTIONS = ("-XX:CICompilerCount=1",)
 CLASS_ARCHIVE_OPTIONS = ("-XX:+IgnoreUnrecognizedVMOptions", "-Xlog:cds*=off")  # its notes would go to stdout

@@ -6,10 +6,13 @@ import dataclasses
 import json
 import os
 import subprocess
+import threading
+import types
 
 import pyarrow.parquet
 import pytest
 from jobrun import run_job, run_settings, write_config
+from pyspark import accumulators
 from test_failures import make_input
 
 import etl
@@ -149,3 +152,22 @@ def test_only_a_run_known_to_be_small_gets_the_short_run_jit(tmp_path, monkeypat
     assert etl.jit_options(daily) == etl.SHORT_RUN_JIT_OPTIONS, "no state yet: everything is new, and small"
     monkeypatch.setattr(etl, "SHORT_RUN_INPUT_BYTES", 10)  # the same input, now above the limit
     assert etl.jit_options(small) == etl.JIT_OPTIONS
+
+
+def test_the_accumulator_server_is_woken_to_stop_and_its_handler_logs_nothing(capfd):
+    """SparkContext.stop() waits until the server's loop looks again; the job wakes it instead.
+
+    The loop here looks once an hour, so without the wake-up shutdown() would not return.
+    A connection that reaches a handler before the loop stops must not log an error.
+    """
+    server = accumulators.AccumulatorServer(("localhost", 0), accumulators._UpdateRequestHandler, "token")
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 3600}, daemon=True)
+    serving.start()
+    context = types.SimpleNamespace(_accumulatorServer=server)
+    stopping = threading.Thread(target=server.shutdown, daemon=True)  # what SparkContext.stop() calls
+    with etl.accumulator_server_woken(context):
+        stopping.start()
+        stopping.join(timeout=60)
+    assert not stopping.is_alive() and not serving.is_alive(), "the server's loop was not woken"
+    assert server.socket.fileno() == -1, "shutdown() closes the listening socket"
+    assert capfd.readouterr().err == ""

@@ -112,10 +112,10 @@ def test_song_validation(spark, line, reason):
     assert reasons(spark, etl.validate_songs, [line]) == [reason]
 
 
-def test_every_event_gets_exactly_one_status(spark):
+def test_every_event_gets_exactly_one_status_and_only_rejects_keep_their_file(spark):
     expected = {
         json.dumps(GOOD_EVENT): etl.CANDIDATE,
-        changed(GOOD_EVENT, page="Home"): etl.EXCLUDED_PREFIX + etl.NOT_A_SONG_PLAY,
+        changed(GOOD_EVENT, page="Home", song=None): etl.EXCLUDED_PREFIX + etl.NOT_A_SONG_PLAY,
         changed(GOOD_EVENT, userId="", page="NextSong"): etl.EXCLUDED_PREFIX + etl.LOGGED_OUT,
         changed(GOOD_EVENT, level="free"): etl.EXCLUDED_PREFIX + etl.DUPLICATE_EVENT,  # same play, later copy
         "garbage": etl.REJECTED_PREFIX + etl.MALFORMED_JSON,
@@ -124,9 +124,14 @@ def test_every_event_gets_exactly_one_status(spark):
         [(line, f"file:/in/{n}.json") for n, line in enumerate(expected)], [etl.RAW, etl.SOURCE_FILE]
     )
     classified = etl.classify_events(etl.validate_events(frame)).collect()
-    assert {row[etl.SOURCE_FILE]: row[etl.STATUS] for row in classified} == {
-        f"file:/in/{n}.json": status for n, status in enumerate(expected.values())
+    parsed = [json.loads(line) if line.startswith("{") else {} for line in expected]
+    identity = ("userId", "song", "level")  # what tells these events apart once classified
+    assert {tuple(row[name] for name in identity): row[etl.STATUS] for row in classified} == {
+        tuple(event.get(name) for name in identity): status for event, status in zip(parsed, expected.values())
     }
+    kept = {row[etl.SOURCE_FILE] for row in classified if row[etl.SOURCE_FILE] is not None}
+    assert kept == {f"file:/in/{len(expected) - 1}.json"}, "the source file is kept for the reject alone"
+    assert not set(etl.UNREAD_EVENT_FIELDS) & set(classified[0].asDict()), "fields no table reads are dropped"
 
 
 def test_the_declared_catalogue_schema_is_what_song_validation_gives(spark, tmp_path):

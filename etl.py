@@ -143,10 +143,13 @@ SPARK_DEFAULTS = {
 # Shuffle partitions follow the data: one per 128 MB of input a run reads (compressed
 # files counted at a typical JSON ratio), and at least a few per core so that small runs
 # use every core; adaptive execution then merges small partitions to its advisory size.
+# A run under SHORT_RUN_INPUT_BYTES (a day of logs) gets one per core: its tasks are
+# mostly set-up, so fewer of them finish sooner.
 # Spark's fixed default of 200 is too many for a day of logs and too few for a billion
 # events. A value set in [SPARK] or by spark-submit --conf wins.
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 SHUFFLE_PARTITIONS_PER_CORE = 2
+SHORT_RUN_SHUFFLE_PARTITIONS_PER_CORE = 1
 INPUT_BYTES_PER_SHUFFLE_PARTITION = 128 << 20
 COMPRESSED_JSON_RATIO = 8
 # The same for input splits: a few per core, so the last wave of the event files is not
@@ -2708,19 +2711,23 @@ def run(spark: SparkSession, settings: Settings, listing: InputListing | None = 
 
 
 def size_by_input(spark: SparkSession, selected: list[InputFile]) -> None:
-    """spark.sql.shuffle.partitions, and adaptive execution, from the bytes this run reads.
+    """spark.sql.shuffle.partitions, and adaptive execution, from the bytes this run reads."""
+    size, conf = input_bytes(selected), spark.sparkContext.getConf()
+    for key, value in run_sizing(size, spark.sparkContext.defaultParallelism, conf.contains).items():
+        spark.conf.set(key, value)
+        log.debug("%s = %s for %d input bytes", key, value, size)
 
-    A value the user set wins.
-    """
-    conf = spark.sparkContext.getConf()
-    size = input_bytes(selected)
-    if not conf.contains(SHUFFLE_PARTITIONS):
-        by_cores = SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism
-        partitions = max(by_cores, math.ceil(size / INPUT_BYTES_PER_SHUFFLE_PARTITION))
-        spark.conf.set(SHUFFLE_PARTITIONS, str(partitions))
-        log.debug("%d shuffle partitions for %d input bytes", partitions, size)
-    if not conf.contains(ADAPTIVE_EXECUTION) and size < SHORT_RUN_INPUT_BYTES:
-        spark.conf.set(ADAPTIVE_EXECUTION, "false")
+
+def run_sizing(size: int, cores: int, user_set: Callable[[str], bool]) -> dict[str, str]:
+    """The shuffle partitions and adaptive execution for a run reading size bytes; what the user set wins."""
+    short = size < SHORT_RUN_INPUT_BYTES
+    settings = {}
+    if not user_set(SHUFFLE_PARTITIONS):
+        per_core = SHORT_RUN_SHUFFLE_PARTITIONS_PER_CORE if short else SHUFFLE_PARTITIONS_PER_CORE
+        settings[SHUFFLE_PARTITIONS] = str(max(per_core * cores, math.ceil(size / INPUT_BYTES_PER_SHUFFLE_PARTITION)))
+    if not user_set(ADAPTIVE_EXECUTION) and short:
+        settings[ADAPTIVE_EXECUTION] = "false"
+    return settings
 
 
 @contextmanager

@@ -171,3 +171,12 @@ def test_the_accumulator_server_is_woken_to_stop_and_its_handler_logs_nothing(ca
     assert not stopping.is_alive() and not serving.is_alive(), "the server's loop was not woken"
     assert server.socket.fileno() == -1, "shutdown() closes the listening socket"
     assert capfd.readouterr().err == ""
+
+
+def test_shuffle_partitions_and_the_static_plan_follow_the_input_size():
+    nothing_set = {}.__contains__
+    day = etl.run_sizing(15 << 20, 2, nothing_set)
+    assert day == {etl.SHUFFLE_PARTITIONS: "2", etl.ADAPTIVE_EXECUTION: "false"}, "a day of logs: one per core"
+    assert etl.run_sizing(200 << 20, 2, nothing_set) == {etl.SHUFFLE_PARTITIONS: "4"}, "a few per core, adaptive"
+    assert etl.run_sizing(10 << 30, 2, nothing_set) == {etl.SHUFFLE_PARTITIONS: "80"}, "one per 128 MB"
+    assert etl.run_sizing(15 << 20, 2, {etl.SHUFFLE_PARTITIONS, etl.ADAPTIVE_EXECUTION}.__contains__) == {}

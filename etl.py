@@ -1374,11 +1374,13 @@ def with_matched_song(plays: DataFrame, songs: DataFrame) -> DataFrame:
 
 
 def build_songplays(plays: DataFrame, songs: DataFrame) -> DataFrame:
-    """One row per distinct play (see distinct_song_plays), matched to the catalogue."""
+    """One row per distinct play (see distinct_song_plays), matched to the catalogue.
+
+    plays carry user_id already: with_redelivery_flag made it, to tell plays apart.
+    """
     start_time = F.timestamp_millis(F.col("ts"))
     return (
-        plays.withColumn("user_id", as_user_id("userId"))
-        .withColumn("songplay_id", songplay_id())
+        plays.withColumn("songplay_id", songplay_id())
         .transform(lambda frame: with_matched_song(frame, songs))
         .select(
             F.col("songplay_id"),

@@ -434,6 +434,7 @@ TABLE_SCHEMAS = {
 REJECTED_DIR = "_rejected"
 RUN_ID_COLUMN = "run_id"  # _rejected/<dataset>/run_id=<run>/: every run's rejects kept
 SUCCESS_MARKER = "_SUCCESS"
+UNCOMMITTED_DIR = "_temporary"  # Hadoop's commit protocol: a write's files until its job commits
 REPORT_NAME = "_run_report.json"
 SKIPPED_FILES_SHOWN = 10
 HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
@@ -1920,8 +1921,11 @@ def write_table(table: DataFrame, path: str, name: str, rows: int, mode: str = "
     (a month of plays) over several tasks of equal size, packs small folders together,
     and keeps each task to a contiguous run of folders, so a folder is in one or two
     files; rows are sorted by the key inside each file, so readers can skip row groups.
-    mode "append" adds files beside the existing ones and touches no other folder.
+    mode "append" adds files beside the existing ones and touches no other folder; what a
+    killed write left under _temporary/ is removed first (see discard_uncommitted).
     """
+    if mode == "append":
+        discard_uncommitted(table.sparkSession, path)
     partition_columns = PARTITION_COLUMNS[name]
     order = [*partition_columns, SORT_KEYS[name]]
     tasks = write_tasks(name, rows, table.sparkSession.sparkContext.defaultParallelism)
@@ -1937,6 +1941,17 @@ def write_table(table: DataFrame, path: str, name: str, rows: int, mode: str = "
         writer.parquet(path)
     finally:
         context.setJobDescription(None)
+
+
+def discard_uncommitted(spark: SparkSession, path: str) -> None:
+    """Remove the files a killed write left in the table's _temporary/ folder.
+
+    Hadoop's commit protocol keeps each job's output under <table>/_temporary/0 until the
+    job commits, and a job's commit moves every committed task folder found there, its
+    own or not: the next append would publish a dead run's rows beside its own, the same
+    plays twice. The run holds the output's lock, so no live write is in there.
+    """
+    delete(spark, f"{path.rstrip('/')}/{UNCOMMITTED_DIR}")
 
 
 def write_rejects(rejects: DataFrame, path: str) -> None:

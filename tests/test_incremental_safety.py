@@ -189,3 +189,23 @@ def test_a_stale_lock_is_taken_over_and_logged(spark, days, tmp_path, caplog):
     assert report["status"] == "succeeded"
     assert any("taking over the stale lock of run 20181105T000000Z-other" in r.getMessage() for r in caplog.records)
     assert not (output / etl.LOCK_NAME).exists()
+
+
+def test_a_killed_runs_uncommitted_files_are_never_published(spark, days, after_day_one, reference, tmp_path):
+    """A run killed after some write tasks committed leaves their files under _temporary/.
+
+    Hadoop's commit protocol merges every committed task folder under _temporary/0 when a
+    job commits, so the next append into that table would publish the dead run's rows
+    beside its own (the same plays twice): the next run removes them first.
+    """
+    output = tmp_path / "out"
+    shutil.copytree(after_day_one, output)
+    for table in ("songplays", "time", "songs"):
+        published = sorted((output / table).rglob("*.parquet"))
+        leftover = published[0].relative_to(output / table).with_name("part-00000-dead-run.c000.snappy.parquet")
+        task = output / table / "_temporary" / "0" / "task_202612010000_0001_m_000000" / leftover
+        task.parent.mkdir(parents=True)
+        shutil.copy(published[0], task)
+    etl.run(spark, settings(days["feed"], output))
+    assert_same_tables(spark, reference, output)
+    assert not list(output.rglob("_temporary"))

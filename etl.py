@@ -204,16 +204,17 @@ LOCAL_MODE_JAVA_OPTION = "-Djdk.lang.Process.launchMechanism=VFORK"
 # faster two ways. Class data sharing: the classes a run loads are saved once, at the
 # first run's exit, in an archive in the cache (about 140 MB, keyed by the Java runtime
 # and the class path), which later JVMs map instead of loading and verifying each class.
-# And the JIT follows the run's size: the optimising compiler (C2) starts at four times
-# its default thresholds, so a short run spends the two cores on the work rather than on
-# compiling code it is about to leave, while a long run still gets C2 where it matters.
+# And the JIT follows the run's size: the optimising compiler (C2) starts at sixteen times
+# its default thresholds, so a run spends the cores on the work rather than on compiling
+# code it is about to leave (at 1M events C2 used 21-32 s of CPU at four times them, 16-24
+# s at sixteen), while the loops over every record still reach C2 within seconds.
 # Unknown options are ignored, so another Java only loses the gain. Measured by
 # bench/first_run.py and bench/jit.py (bench/results/first_run.json, jit.json).
 JIT_OPTIONS = (
-    "-XX:Tier4InvocationThreshold=20000",
-    "-XX:Tier4MinInvocationThreshold=2400",
-    "-XX:Tier4CompileThreshold=60000",
-    "-XX:Tier4BackEdgeThreshold=160000",
+    "-XX:Tier4InvocationThreshold=80000",
+    "-XX:Tier4MinInvocationThreshold=9600",
+    "-XX:Tier4CompileThreshold=240000",
+    "-XX:Tier4BackEdgeThreshold=640000",
 )
 # A run known (from Python, local input) to read less than this lasts seconds: there C1
 # alone beats tiered compilation (jit.json: 0.79x on the sample, 0.86x at 100k events),
@@ -334,8 +335,9 @@ PLAY_COPY_ORDER = ("level", "song", "artist", "length", "location", "userAgent")
 # songplay_id is the play's identity, ts (13 digits, zero-padded, so ids sort in time
 # order), user, session and item: unique by construction, the same in every run and
 # mode, and never changed by plays that arrive later.
-SONGPLAY_ID_FORMAT = "%013d-%d-%d-%d"
-MAX_TS_MS = (1 << 43) - 1  # 2248-10-30: anything later is a corrupt clock, not a play
+SONGPLAY_ID_SEPARATOR = "-"
+TS_DIGITS = 13
+MAX_TS_MS = (1 << 43) - 1  # 2248-10-30, 13 digits: anything later is a corrupt clock, not a play
 
 # Reasons a record is rejected or excluded; they name the report's counters.
 MALFORMED_JSON = "malformed_json"
@@ -1340,9 +1342,16 @@ def distinct_song_plays(events: DataFrame) -> DataFrame:
 
 
 def songplay_id() -> F.Column:
-    return F.format_string(
-        SONGPLAY_ID_FORMAT, F.col("ts"), F.col("user_id"), F.col("sessionId"), F.col("itemInSession")
-    )
+    """ts zero-padded to TS_DIGITS, user, session, item, joined by "-" (what "%013d-%d-%d-%d" gives).
+
+    Text functions rather than format_string, which runs a java.util.Formatter per row: a
+    play's ts is validated to lie in 0..MAX_TS_MS, so lpad never cuts it. Null if a part
+    is null (never for a valid play), which the not_null check would report.
+    """
+    ts = F.lpad(F.col("ts").cast(T.StringType()), TS_DIGITS, "0")
+    parts = [ts, *(F.col(name).cast(T.StringType()) for name in ("user_id", "sessionId", "itemInSession"))]
+    separated = [piece for part in parts for piece in (F.lit(SONGPLAY_ID_SEPARATOR), part)][1:]
+    return F.concat(*separated)
 
 
 def with_matched_song(plays: DataFrame, songs: DataFrame) -> DataFrame:

@@ -181,6 +181,37 @@ def _rss_of(proc: psutil.Process) -> int:
         return 0
 
 
+# The JVM's threads by what they do, from their names in /proc (Linux): the JIT's
+# compilers compete with the tasks for the cores, so their CPU is worth seeing.
+THREAD_KINDS = (
+    ("c2_compiler", "C2 CompilerThre"),
+    ("c1_compiler", "C1 CompilerThre"),
+    ("tasks", "Executor task l"),
+    ("gc", "GC Thread"),
+    ("gc", "G1 "),
+)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of each thread of a process so far, by thread id: (kind, seconds)."""
+    result = {}
+    task_dir = Path(f"/proc/{pid}/task")
+    try:
+        tids = [entry.name for entry in task_dir.iterdir()]
+    except OSError:
+        return result
+    for tid in tids:
+        try:
+            stat = (task_dir / tid / "stat").read_text()
+        except OSError:
+            continue
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        kind = next((kind for kind, prefix in THREAD_KINDS if name.startswith(prefix)), "other")
+        result[int(tid)] = (kind, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return result
+
+
 def _name_of(proc: psutil.Process) -> str:
     try:
         return proc.name()
@@ -202,6 +233,7 @@ class PeakRss:
         self.peaks_mb: dict[str, float] = {}
         self.process_peaks_mb: dict[str, dict[int, float]] = {}
         self.load_samples: list[float] = []  # the 1-minute load average: other work skews times
+        self.jvm_threads: dict[tuple[int, int], tuple[str, float]] = {}  # (pid, tid) -> last (kind, CPU s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -212,6 +244,9 @@ class PeakRss:
             except psutil.Error:
                 roles = {}
             self.load_samples.append(os.getloadavg()[0])
+            for process in roles.get("jvm", []):
+                for tid, seen in thread_cpu(process.pid).items():
+                    self.jvm_threads[(process.pid, tid)] = seen
             for role, processes in roles.items():
                 sizes = {p.pid: _rss_of(p) / MB for p in processes}
                 self.peaks_mb[role] = max(self.peaks_mb.get(role, 0.0), sum(sizes.values()))
@@ -227,6 +262,14 @@ class PeakRss:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+    def jvm_cpu_s(self) -> dict[str, float]:
+        """The JVMs' CPU seconds by thread kind, as last sampled (up to one interval before each exited)."""
+        totals: dict[str, float] = {}
+        for kind, seconds in self.jvm_threads.values():
+            totals[kind] = totals.get(kind, 0.0) + seconds
+        totals["total"] = sum(totals.values())
+        return {kind: round(seconds, 1) for kind, seconds in sorted(totals.items())}
 
 
 def run_monitored(cmd: list[str], log_path: Path) -> dict:
@@ -255,6 +298,7 @@ def run_monitored(cmd: list[str], log_path: Path) -> dict:
         "peak_jvm_mb": peaks.peaks_mb.get("jvm", 0.0),
         "peak_tree_mb": peaks.peaks_mb.get("tree", 0.0),
         "load_avg_1m_max_during": max(peaks.load_samples, default=0.0),
+        "jvm_cpu_s": peaks.jvm_cpu_s(),
     }
 
 

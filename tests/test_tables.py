@@ -100,6 +100,16 @@ def test_songplay_id_is_the_plays_identity_whatever_else_arrives(events_df, song
     assert alone in ids
 
 
+def test_songplay_id_is_the_documented_format_at_the_edges_of_valid_values(spark):
+    """ts zero-padded to 13 digits, then user, session and item, as "%013d-%d-%d-%d" gives them."""
+    values = [(0, 0, 0, 0), (1, 7, 1, 1), (etl.MAX_TS_MS, 2**31 - 1, 2**31 - 1, 2**31 - 1), (NOV_15, 12, -3, 0)]
+    schema = "ts long, user_id int, sessionId int, itemInSession int"
+    ids = [row[0] for row in spark.createDataFrame(values, schema).select(etl.songplay_id()).collect()]
+    assert ids == ["%013d-%d-%d-%d" % row for row in values]
+    missing = spark.createDataFrame([(NOV_15, None, 1, 1)], schema).select(etl.songplay_id()).first()[0]
+    assert missing is None  # never "…-null-…": a null part is reported by the not_null check
+
+
 def test_songplay_columns_types_and_partition_fields(events_df, songs_df):
     result = songplays(events_df(event(userAgent='"Mozilla/5.0 (X11; "Linux")"')), songs_df(song()))
     assert result.dtypes == [

@@ -206,8 +206,9 @@ LOCAL_MODE_JAVA_OPTION = "-Djdk.lang.Process.launchMechanism=VFORK"
 # and the class path), which later JVMs map instead of loading and verifying each class.
 # And the JIT follows the run's size: the optimising compiler (C2) starts at sixteen times
 # its default thresholds, so a run spends the cores on the work rather than on compiling
-# code it is about to leave (at 1M events C2 used 21-32 s of CPU at four times them, 16-24
-# s at sixteen), while the loops over every record still reach C2 within seconds.
+# code it is about to leave, while the loops over every record still reach C2 within
+# seconds (at 1M events the compiler threads used 29-35 s of CPU against 40-45 s at four
+# times the thresholds, and the run 0.94x the wall: bench/results/jit_thresholds.json).
 # Unknown options are ignored, so another Java only loses the gain. Measured by
 # bench/first_run.py and bench/jit.py (bench/results/first_run.json, jit.json).
 JIT_OPTIONS = (

@@ -102,13 +102,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of: {', '.join(MODES)}")
+    parser.add_argument("--results", type=Path, default=RESULTS_JSON, help="where the results go")
     args = parser.parse_args(argv)
     modes = {mode: MODES[mode] for mode in args.modes.split(",")}
     work = CACHE_DIR / "jit"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     configs = {mode: mode_config(work, mode) for mode in modes}
-    results = {"modes": modes, "short_run_input_bytes": etl.SHORT_RUN_INPUT_BYTES, "sizes": []}
+    command = ["bench/jit.py", *(argv if argv is not None else sys.argv[1:])]
+    results = {
+        "command": " ".join(command),
+        "modes": modes,
+        "short_run_input_bytes": etl.SHORT_RUN_INPUT_BYTES,
+        "sizes": [],
+    }
     for size in args.sizes.split(","):
         data = input_of(size, args.seed)
         listing = etl.list_local_input(str(data))
@@ -144,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         ratios = ", ".join(f"{name} {record[name]:.2f}" for name in RATIOS if name in record)
         print(f"{size}: {ratios}; the job picks {record['job_picks']}")
     results["load_avg_1m_after"] = os.getloadavg()[0]
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {RESULTS_JSON}")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {args.results}")
     return 0
 
 

@@ -105,7 +105,7 @@ def test_songplay_id_is_the_documented_format_at_the_edges_of_valid_values(spark
     values = [(0, 0, 0, 0), (1, 7, 1, 1), (etl.MAX_TS_MS, 2**31 - 1, 2**31 - 1, 2**31 - 1), (NOV_15, 12, -3, 0)]
     schema = "ts long, user_id int, sessionId int, itemInSession int"
     ids = [row[0] for row in spark.createDataFrame(values, schema).select(etl.songplay_id()).collect()]
-    assert ids == ["%013d-%d-%d-%d" % row for row in values]
+    assert ids == [f"{ts:013d}-{user}-{session}-{item}" for ts, user, session, item in values]
     missing = spark.createDataFrame([(NOV_15, None, 1, 1)], schema).select(etl.songplay_id()).first()[0]
     assert missing is None  # never "…-null-…": a null part is reported by the not_null check
 

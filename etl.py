@@ -208,7 +208,8 @@ LOCAL_MODE_JAVA_OPTION = "-Djdk.lang.Process.launchMechanism=VFORK"
 # its default thresholds, so a run spends the cores on the work rather than on compiling
 # code it is about to leave, while the loops over every record still reach C2 within
 # seconds (at 1M events the compiler threads used 29-35 s of CPU against 40-45 s at four
-# times the thresholds, and the run 0.94x the wall: bench/results/jit_thresholds.json).
+# times the thresholds, the run 0.94x the wall: bench/results/jit_thresholds.json; on a
+# slower day 0.99x, the tasks taking back what the compilers saved: the -2026-12-02 file).
 # Unknown options are ignored, so another Java only loses the gain. Measured by
 # bench/first_run.py and bench/jit.py (bench/results/first_run.json, jit.json).
 JIT_OPTIONS = (

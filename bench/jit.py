@@ -96,6 +96,15 @@ def input_of(size: str, seed: int) -> Path:
     return data
 
 
+def save_results(results: dict, path: Path) -> int:
+    """Write a comparison's results, with the load average it ended under."""
+    results["load_avg_1m_after"] = os.getloadavg()[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="sample and/or sizes of the growing series")
@@ -150,11 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         results["sizes"].append(record)
         ratios = ", ".join(f"{name} {record[name]:.2f}" for name in RATIOS if name in record)
         print(f"{size}: {ratios}; the job picks {record['job_picks']}")
-    results["load_avg_1m_after"] = os.getloadavg()[0]
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {args.results}")
-    return 0
+    return save_results(results, args.results)
 
 
 if __name__ == "__main__":

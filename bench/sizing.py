@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/sizing.py      # reads bench/results/{scale,results}.json,
                                           # writes bench/results/sizing.json, prints a table
+    .venv/bin/python bench/sizing.py --bench bench/results/results-2026-11-29.json
+
+``--bench`` names the run_bench.py results to take the local figures from: the scale run
+and the benchmark should come from the same day, as this machine's speed varies by day.
 
 Method: a run costs a fixed part F (Spark's start and the per-stage scheduling of every
 query; measured as the bundled sample end to end, ``startup.sample`` in results.json)
@@ -18,6 +22,7 @@ Every assumption is a named constant below; none of the EMR figures was measured
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -53,10 +58,10 @@ def per_core_rate(events: int, wall_s: float, fixed_s: float, cores: int) -> flo
     return events / ((wall_s - fixed_s) * cores)
 
 
-def sizing() -> dict:
+def sizing(bench_json: Path = BENCH_JSON, command: str = COMMAND) -> dict:
     """The sizing table and the measured inputs it rests on."""
     scale = json.loads(SCALE_JSON.read_text())
-    bench = json.loads(BENCH_JSON.read_text())
+    bench = json.loads(bench_json.read_text())
     fixed_s = bench["startup"]["sample"]["wall_s"]
     scale_cores = scale["cluster"]["workers"] * scale["cluster"]["cores_per_worker"]
     largest = max(bench["series"]["growing"], key=lambda r: r["events"])
@@ -86,10 +91,10 @@ def sizing() -> dict:
             }
         )
     return {
-        "command": COMMAND,
+        "command": command,
         "sources": [
             str(SCALE_JSON.relative_to(RESULTS.parent.parent)),
-            str(BENCH_JSON.relative_to(RESULTS.parent.parent)),
+            str(bench_json.resolve().relative_to(RESULTS.parent.parent)),
         ],
         "fixed_s": round(fixed_s, 1),
         "per_core_events_per_s": {k: round(v) for k, v in rates.items()},
@@ -108,8 +113,11 @@ def sizing() -> dict:
     }
 
 
-def main() -> int:
-    result = sizing()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bench", type=Path, default=BENCH_JSON, help="run_bench.py results to read")
+    args = parser.parse_args(argv)
+    result = sizing(args.bench, " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])]))
     SIZING_JSON.write_text(json.dumps(result, indent=2) + "\n")
     print(f"per-core rates {result['per_core_events_per_s']}, used {result['per_core_events_per_s_used']:,}")
     print("| events | input JSON | core nodes | vCPUs | expected wall | cost per run |")

@@ -209,7 +209,7 @@ LOCAL_MODE_JAVA_OPTION = "-Djdk.lang.Process.launchMechanism=VFORK"
 # code it is about to leave, while the loops over every record still reach C2 within
 # seconds (at 1M events the compiler threads used 29-35 s of CPU against 40-45 s at four
 # times the thresholds, the run 0.94x the wall: bench/results/jit_thresholds.json; on a
-# slower day 0.99x, the tasks taking back what the compilers saved: the -2026-12-02 file).
+# slower day 0.99x, the tasks taking back what the compilers saved: jit_thresholds-2026-12-02.json).
 # Unknown options are ignored, so another Java only loses the gain. Measured by
 # bench/first_run.py and bench/jit.py (bench/results/first_run.json, jit.json).
 JIT_OPTIONS = (
@@ -1347,8 +1347,9 @@ def songplay_id() -> F.Column:
     """ts zero-padded to TS_DIGITS, user, session, item, joined by "-" (what "%013d-%d-%d-%d" gives).
 
     Text functions rather than format_string, which runs a java.util.Formatter per row: a
-    play's ts is validated to lie in 0..MAX_TS_MS, so lpad never cuts it. Null if a part
-    is null (never for a valid play), which the not_null check would report.
+    play's ts is validated to lie in 0..MAX_TS_MS, so lpad never cuts it. concat, not
+    concat_ws (which skips a null part): null if a part is null (never for a valid play),
+    which the not_null check would report.
     """
     ts = F.lpad(F.col("ts").cast(T.StringType()), TS_DIGITS, "0")
     parts = [ts, *(F.col(name).cast(T.StringType()) for name in ("user_id", "sessionId", "itemInSession"))]

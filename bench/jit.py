@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO))
 import etl
 
 RESULTS_JSON = RESULTS_DIR / "jit.json"
+TIERED = " -XX:TieredStopAtLevel=4 -XX:CICompilerCount=2"  # tiered compilation, both compilers
 TIERED_4X = (
     "-XX:Tier4InvocationThreshold=20000",
     "-XX:Tier4MinInvocationThreshold=2400",
@@ -56,9 +57,9 @@ TIERED_4X = (
 MODES = {
     "c1_one_thread": "-XX:TieredStopAtLevel=1 -XX:CICompilerCount=1",
     "c1_two_threads": "-XX:TieredStopAtLevel=1 -XX:CICompilerCount=2",
-    "tiered": " ".join(etl.JIT_OPTIONS) + " -XX:TieredStopAtLevel=4 -XX:CICompilerCount=2",
+    "tiered": " ".join(etl.JIT_OPTIONS) + TIERED,
     # what the job gave a long run before: C2 at four times its default thresholds, not sixteen
-    "tiered_4x": " ".join(TIERED_4X) + " -XX:TieredStopAtLevel=4 -XX:CICompilerCount=2",
+    "tiered_4x": " ".join(TIERED_4X) + TIERED,
 }
 # the ratios recorded per size, when both modes ran: name -> (mode, over mode)
 RATIOS = {

@@ -53,6 +53,13 @@ EVENTS_PER_CORE_NODE = 25_000_000
 MIN_CORE_NODES = 2
 
 
+def repo_relative(path: Path) -> str:
+    """A results path as the README names it: from the repository root when inside it."""
+    resolved = path.resolve()
+    root = RESULTS.parent.parent
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else str(resolved)
+
+
 def per_core_rate(events: int, wall_s: float, fixed_s: float, cores: int) -> float:
     """Events per core-second of the part of a run that grows with the data."""
     return events / ((wall_s - fixed_s) * cores)
@@ -94,7 +101,7 @@ def sizing(bench_json: Path = BENCH_JSON, command: str = COMMAND) -> dict:
         "command": command,
         "sources": [
             str(SCALE_JSON.relative_to(RESULTS.parent.parent)),
-            str(bench_json.resolve().relative_to(RESULTS.parent.parent)),
+            repo_relative(bench_json),
         ],
         "fixed_s": round(fixed_s, 1),
         "per_core_events_per_s": {k: round(v) for k, v in rates.items()},

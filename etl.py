@@ -1933,6 +1933,11 @@ def write_table(table: DataFrame, path: str, name: str, rows: int, mode: str = "
     (a month of plays) over several tasks of equal size, packs small folders together,
     and keeps each task to a contiguous run of folders, so a folder is in one or two
     files; rows are sorted by the key inside each file, so readers can skip row groups.
+    A table with a folder per key (songs: per year and artist) is hash-partitioned by its
+    folder instead: there a task's cost is the files it creates, and equal rows are not
+    equal folders (year 0 holds an artist's whole career, later years a song or two per
+    folder; 1M events: 906 and 3,679 files, 3.3 s and 8.2 s in the two tasks of the
+    range split), while every folder, a few songs, fits one task and one file.
     mode "append" adds files beside the existing ones and touches no other folder; what a
     killed write left under _temporary/ is removed first (see discard_uncommitted).
     """
@@ -1942,7 +1947,12 @@ def write_table(table: DataFrame, path: str, name: str, rows: int, mode: str = "
     order = [*partition_columns, SORT_KEYS[name]]
     tasks = write_tasks(name, rows, table.sparkSession.sparkContext.defaultParallelism)
     # one task needs no shuffle: it reads every partition of the (cached) table itself
-    spread = table.coalesce(1) if tasks == 1 else table.repartitionByRange(tasks, *order)
+    if tasks == 1:
+        spread = table.coalesce(1)
+    elif name in MANY_FOLDER_TABLES:
+        spread = table.repartition(tasks, *partition_columns)
+    else:
+        spread = table.repartitionByRange(tasks, *order)
     layout = spread.sortWithinPartitions(*order)
     writer = layout.write.mode(mode)
     if partition_columns:

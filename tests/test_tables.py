@@ -214,6 +214,24 @@ def test_songs_one_row_per_song_id_from_the_first_file(spark):
     assertDataFrameEqual(etl.build_songs(catalogue), expected)
 
 
+def test_songs_write_puts_each_folder_in_one_file_and_shares_the_folders_between_tasks(spark, tmp_path):
+    """Year 0 holds whole careers (few folders, many rows), later years a song per folder:
+    a split by rows gives one task the few big folders and the other all the rest."""
+    careers, songs_each, years, artists = 4, 100, range(1950, 2010), 5
+    rows = [(f"SO0{a}{n:03d}", "t", f"AR_OLD{a}", 0, 1.0) for a in range(careers) for n in range(songs_each)]
+    rows += [(f"SO{year}{a}", "t", f"AR_NEW{a}", year, 1.0) for year in years for a in range(artists)]
+    out = tmp_path / "songs"
+    etl.write_table(spark.createDataFrame(rows, etl.TABLE_SCHEMAS[etl.SONGS]), str(out), name=etl.SONGS, rows=len(rows))
+    files = list(out.glob("year=*/artist_id=*/part-*.parquet"))
+    folders = {path.parent for path in files}
+    assert len(folders) == careers + len(years) * artists
+    assert len(files) == len(folders)  # one file per folder
+    tasks = spark.sparkContext.defaultParallelism
+    by_task = [sum(path.name.startswith(f"part-{task:05d}-") for path in files) for task in range(tasks)]
+    assert sum(by_task) == len(files) and min(by_task) > 0 and max(by_task) / min(by_task) < 1.5, by_task
+    assert spark.read.parquet(str(out)).count() == len(rows)
+
+
 def test_artists_pick_the_most_complete_record_and_blank_becomes_null(songs_df):
     catalogue = songs_df(
         song(song_id="SO1", artist_name="Elena", artist_location=""),

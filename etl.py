@@ -1927,7 +1927,7 @@ def write_tasks(name: str, rows: int, cores: int) -> int:
 
 
 def write_table(table: DataFrame, path: str, name: str, rows: int, mode: str = "overwrite") -> None:
-    """Write one table, its rows range-partitioned over write_tasks tasks.
+    """Write one table, its rows spread over write_tasks tasks.
 
     Range partitioning on (partition columns, sort key) splits a large partition folder
     (a month of plays) over several tasks of equal size, packs small folders together,

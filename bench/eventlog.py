@@ -55,6 +55,8 @@ class Execution:
     final_nodes: Counter = field(default_factory=Counter)
     metric_names: dict[int, str] = field(default_factory=dict)  # accumulator id -> metric name
     jobs: list[int] = field(default_factory=list)
+    started_ms: int | None = None  # the execution's start and end on the driver's clock
+    ended_ms: int | None = None
 
 
 def read_events(path: str | Path) -> list[dict]:
@@ -142,9 +144,13 @@ def analyse(source: str | Path | list[dict]) -> dict:
         kind = event["Event"].removeprefix(SQL_EVENT)
         if kind in ("SparkListenerSQLExecutionStart", "SparkListenerSQLAdaptiveExecutionUpdate"):
             execution = executions.setdefault(event["executionId"], Execution(event.get("description", "")))
+            if kind == "SparkListenerSQLExecutionStart":
+                execution.started_ms = event["time"]
             execution.plans.append(event["physicalPlanDescription"])
             execution.final_nodes = Counter()
             _plan_nodes(event["sparkPlanInfo"], execution.final_nodes, execution.metric_names)
+        elif kind == "SparkListenerSQLExecutionEnd" and event["executionId"] in executions:
+            executions[event["executionId"]].ended_ms = event["time"]
         elif kind == "SparkListenerDriverAccumUpdates":
             driver_metrics.update(dict(event["accumUpdates"]))  # the values, posted once per write
         elif kind == "SparkListenerJobStart":
@@ -189,6 +195,7 @@ def analyse(source: str | Path | list[dict]) -> dict:
             **{measure: _spread([t[measure] for t in tasks[stage]]) for measure in TASK_MEASURES},
             "files": metric[FILES_METRIC],
             "output_bytes": metric[BYTES_METRIC],
+            "span_ms": [execution.started_ms, execution.ended_ms],
         }
     joins = {
         execution_id: {op: n for op, n in execution.final_nodes.items() if op in JOIN_OPERATORS}

@@ -2001,30 +2001,26 @@ def write_outputs(spark: SparkSession, outputs: list[Output], output_uri: str) -
     that another leaves idle while its driver plans, samples its range bounds, commits
     or runs its last task (on a cluster, also while it renames or uploads). What follows
     a write (the upload of a staged output, the fault points) keeps the outputs' order.
-    A failed write stops the run only once every other write has ended, so nothing still
-    writes when the lock is released.
+    A failed write stops the run only once every other write has ended (the pool's exit
+    waits for them), so nothing still writes when the lock is released.
     """
     staged = stages_through_local_disk(spark, output_uri)
     staging = tempfile.mkdtemp(prefix=f"{JOB_NAME}-staging-") if staged else ""
-    targets = [f"{output_uri}/{output.relative}" for output in outputs]
-    written = [
-        f"file://{os.path.join(staging, output.relative)}" if staged else target
-        for output, target in zip(outputs, targets)
-    ]
     try:
         with ThreadPoolExecutor(max_workers=max(1, len(outputs)), thread_name_prefix="write") as pool:
-            futures = [pool.submit(output.write, path) for output, path in zip(outputs, written)]
-            try:
-                for output, target, path, future in zip(outputs, targets, written, futures):
-                    future.result()
-                    if staged:
-                        uploaded = upload_tree(spark, path[len("file://") :], target, replace=output.replace)
-                        log.debug("uploaded %d files to %s", uploaded, target)
-                    log.debug("wrote %s to %s", output.label, target)
-                    fault_point(f"load:{output.label}")
-            finally:
-                for future in futures:
-                    future.cancel()  # those not started; the pool's exit waits for the running ones
+            targets = [f"{output_uri}/{output.relative}" for output in outputs]
+            local = [os.path.join(staging, output.relative) for output in outputs]  # used if staged
+            futures = [
+                pool.submit(output.write, f"file://{path}" if staged else target)
+                for output, target, path in zip(outputs, targets, local)
+            ]
+            for output, target, path, future in zip(outputs, targets, local, futures):
+                future.result()
+                if staged:
+                    uploaded = upload_tree(spark, path, target, replace=output.replace)
+                    log.debug("uploaded %d files to %s", uploaded, target)
+                log.debug("wrote %s to %s", output.label, target)
+                fault_point(f"load:{output.label}")
     finally:
         if staging:
             shutil.rmtree(staging, ignore_errors=True)

@@ -72,7 +72,7 @@ SAMPLE_DIR = REPO / "sample_data"
 # Spark's fixed cost, what any PySpark program pays before its first row: a bare PySpark
 # session (the issue's baseline: PySpark's defaults, one-row count, stop) and, for
 # comparison, a session with the job's own start-up settings (etl.create_spark_session,
-# dl.cfg's [SPARK]: the class archive, JIT thresholds, local file system). Run as
+# dl.cfg's [SPARK]: the JVM options and local file system the job gives itself). Run as
 # `python -c CODE REPO`.
 BARE_SESSION_CODE = """
 from pyspark.sql import SparkSession
@@ -166,6 +166,25 @@ def ensure_dataset(
     # Written last: an interrupted generation is never mistaken for a complete one.
     manifest.write_text(json.dumps({"key": key, "seconds": seconds}, indent=2))
     return data_dir, seconds
+
+
+def input_of(size: str, seed: int) -> Path:
+    """The bundled sample, or the growing series' input of this size (generated once, cached)."""
+    if size == "sample":
+        return SAMPLE_DIR
+    events = parse_size(size)
+    songs = max(1, events * SONGS_PER_MILLION_EVENTS // 1_000_000)
+    data, _ = ensure_dataset(f"{size}-growing", songs, events, seed, songs_per_artist=MSD_SONGS_PER_ARTIST)
+    return data
+
+
+def save_results(results: dict, path: Path) -> int:
+    """Write a comparison's results, with the load average it ended under."""
+    results["load_avg_1m_after"] = os.getloadavg()[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {path}")
+    return 0
 
 
 def dir_size(path: Path) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/sizing.py      # reads bench/results/{scale,results}.json,
                                           # writes bench/results/sizing.json, prints a table
-    .venv/bin/python bench/sizing.py --bench bench/results/results-2026-11-29.json
+    .venv/bin/python bench/sizing.py --bench bench/results/results.json
 
 ``--bench`` names the run_bench.py results to take the local figures from: the scale run
 and the benchmark should come from the same day, as this machine's speed varies by day.

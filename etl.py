@@ -465,42 +465,30 @@ ONLY_BRACE_CLOSES_THE_LINE = r"^[ \t\r\n]*\{[^}]*\}[ \t\r\n]*$"
 AS_ARRAY_ELEMENT = T.ArrayType(T.StringType())
 AS_OBJECT_VALUE = T.StructType([T.StructField("value", T.StringType())])
 LINE_BREAK = r"\r\n|\r|\n"  # as Hadoop's line reader splits
-SONG_SCHEMA = T.StructType(
-    [
-        T.StructField("num_songs", T.IntegerType()),
-        T.StructField("artist_id", T.StringType()),
-        T.StructField("artist_latitude", T.DoubleType()),
-        T.StructField("artist_longitude", T.DoubleType()),
-        T.StructField("artist_location", T.StringType()),
-        T.StructField("artist_name", T.StringType()),
-        T.StructField("song_id", T.StringType()),
-        T.StructField("title", T.StringType()),
-        T.StructField("duration", T.DoubleType()),
-        T.StructField("year", T.IntegerType()),
-    ]
+SCHEMA_TYPES = {
+    "string": T.StringType(),
+    "int": T.IntegerType(),
+    "bigint": T.LongType(),
+    "double": T.DoubleType(),
+    "timestamp": T.TimestampType(),
+}
+
+
+def schema(columns: str) -> T.StructType:
+    """An explicit StructType from "name type, ..." (SQL's type names), as Spark's DDL reads it."""
+    fields = (column.split() for column in columns.split(","))
+    return T.StructType([T.StructField(name, SCHEMA_TYPES[kind]) for name, kind in fields])
+
+
+SONG_SCHEMA = schema(
+    "num_songs int, artist_id string, artist_latitude double, artist_longitude double, artist_location string,"
+    " artist_name string, song_id string, title string, duration double, year int"
 )
 SONG_REQUIRED_TEXT = ("song_id", "title", "artist_id")
-EVENT_SCHEMA = T.StructType(
-    [
-        T.StructField("artist", T.StringType()),
-        T.StructField("auth", T.StringType()),
-        T.StructField("firstName", T.StringType()),
-        T.StructField("gender", T.StringType()),
-        T.StructField("itemInSession", T.IntegerType()),
-        T.StructField("lastName", T.StringType()),
-        T.StructField("length", T.DoubleType()),
-        T.StructField("level", T.StringType()),
-        T.StructField("location", T.StringType()),
-        T.StructField("method", T.StringType()),
-        T.StructField("page", T.StringType()),
-        T.StructField("registration", T.DoubleType()),
-        T.StructField("sessionId", T.IntegerType()),
-        T.StructField("song", T.StringType()),
-        T.StructField("status", T.IntegerType()),
-        T.StructField("ts", T.LongType()),
-        T.StructField("userAgent", T.StringType()),
-        T.StructField("userId", T.StringType()),
-    ]
+EVENT_SCHEMA = schema(
+    "artist string, auth string, firstName string, gender string, itemInSession int, lastName string,"
+    " length double, level string, location string, method string, page string, registration double,"
+    " sessionId int, song string, status int, ts bigint, userAgent string, userId string"
 )
 EVENT_REQUIRED = ("ts", "userId", "sessionId", "itemInSession", "page")
 UNREAD_EVENT_FIELDS = ("auth", "method", "registration", "status")  # validated, then no table reads them
@@ -552,59 +540,14 @@ PARTITION_COLUMNS = {
 PRIMARY_KEYS = {SONGPLAYS: "songplay_id", USERS: "user_id", SONGS: "song_id", ARTISTS: "artist_id", TIME: "start_time"}
 # The tables' contract: columns and types in this order (partition columns included).
 TABLE_SCHEMAS = {
-    SONGPLAYS: T.StructType(
-        [
-            T.StructField("songplay_id", T.StringType()),
-            T.StructField("start_time", T.TimestampType()),
-            T.StructField("user_id", T.IntegerType()),
-            T.StructField("level", T.StringType()),
-            T.StructField("song_id", T.StringType()),
-            T.StructField("artist_id", T.StringType()),
-            T.StructField("session_id", T.IntegerType()),
-            T.StructField("location", T.StringType()),
-            T.StructField("user_agent", T.StringType()),
-            T.StructField("year", T.IntegerType()),
-            T.StructField("month", T.IntegerType()),
-        ]
+    SONGPLAYS: schema(
+        "songplay_id string, start_time timestamp, user_id int, level string, song_id string, artist_id string,"
+        " session_id int, location string, user_agent string, year int, month int"
     ),
-    USERS: T.StructType(
-        [
-            T.StructField("user_id", T.IntegerType()),
-            T.StructField("first_name", T.StringType()),
-            T.StructField("last_name", T.StringType()),
-            T.StructField("gender", T.StringType()),
-            T.StructField("level", T.StringType()),
-        ]
-    ),
-    SONGS: T.StructType(
-        [
-            T.StructField("song_id", T.StringType()),
-            T.StructField("title", T.StringType()),
-            T.StructField("artist_id", T.StringType()),
-            T.StructField("year", T.IntegerType()),
-            T.StructField("duration", T.DoubleType()),
-        ]
-    ),
-    ARTISTS: T.StructType(
-        [
-            T.StructField("artist_id", T.StringType()),
-            T.StructField("name", T.StringType()),
-            T.StructField("location", T.StringType()),
-            T.StructField("latitude", T.DoubleType()),
-            T.StructField("longitude", T.DoubleType()),
-        ]
-    ),
-    TIME: T.StructType(
-        [
-            T.StructField("start_time", T.TimestampType()),
-            T.StructField("hour", T.IntegerType()),
-            T.StructField("day", T.IntegerType()),
-            T.StructField("week", T.IntegerType()),
-            T.StructField("month", T.IntegerType()),
-            T.StructField("year", T.IntegerType()),
-            T.StructField("weekday", T.IntegerType()),
-        ]
-    ),
+    USERS: schema("user_id int, first_name string, last_name string, gender string, level string"),
+    SONGS: schema("song_id string, title string, artist_id string, year int, duration double"),
+    ARTISTS: schema("artist_id string, name string, location string, latitude double, longitude double"),
+    TIME: schema("start_time timestamp, hour int, day int, week int, month int, year int, weekday int"),
 }
 REJECTED_DIR = "_rejected"
 RUN_ID_COLUMN = "run_id"  # _rejected/<dataset>/run_id=<run>/: every run's rejects kept
@@ -1123,9 +1066,9 @@ def plan_full_run(songs: DataFrame, events: DataFrame, run_id: str, row_rules: d
     plan.merge_base(USERS_STATE, run_id, latest)
     plan.figures.update(
         {
-            ("used", SONGS_DATASET): (f"rows:{SONGS}", 0),
-            ("used", EVENTS_DATASET): (f"rows:{SONGPLAYS}", 0),
-            ("matched", None): (f"rows:{SONGPLAYS}", 1),  # counted with the rows as songplays is cached
+            ("used", SONGS_DATASET): (f"rows:{SONGS}", "rows"),
+            ("used", EVENTS_DATASET): (f"rows:{SONGPLAYS}", "rows"),
+            ("matched", None): (f"rows:{SONGPLAYS}", "matched"),  # counted with the rows as songplays is cached
         }
     )
     return plan
@@ -1184,7 +1127,7 @@ def plan_incremental_run(
     catalogue = read_merge_base(spark, output_uri, state, CATALOGUE_STATE, CATALOGUE_SCHEMA)
     if context.files(SONGS_DATASET):
         records = flag_published(candidates_only(songs), catalogue, "song_id").cache()
-        figures = {"used": (SONGS_DATASET, 0), "already_published": (SONGS_DATASET, 1)}
+        figures = {"used": (SONGS_DATASET, "new"), "already_published": (SONGS_DATASET, "published")}
         plan.count(f"flagged:{SONGS_DATASET}", flagged_counts(records), **figures)
         catalogue = merge_catalogue(catalogue, records).cache()
         added = records.filter(~F.col(PUBLISHED)).drop(PUBLISHED)
@@ -1201,9 +1144,10 @@ def plan_incremental_run(
         published = published_rows(spark, output_uri, SONGPLAYS, play_months)
         plays = flag_published(batch, published, "songplay_id").cache()
         label = f"flagged:{EVENTS_DATASET}"
-        figures = {"used": (EVENTS_DATASET, 0), "already_published": (EVENTS_DATASET, 1), "matched": (None, 2)}
+        figures = {"used": (EVENTS_DATASET, "new"), "already_published": (EVENTS_DATASET, "published")}
+        figures["matched"] = (None, "matched")
         plan.count(label, flagged_counts(plays), **figures)
-        plan.table(SONGPLAYS, plays.filter(~F.col(PUBLISHED)).drop(PUBLISHED), APPENDED, rows=(label, 0))
+        plan.table(SONGPLAYS, plays.filter(~F.col(PUBLISHED)).drop(PUBLISHED), APPENDED, rows=(label, "new"))
         times = flag_published(build_time(batch), published_rows(spark, output_uri, TIME, play_months), "start_time")
         plan.table(TIME, times.filter(~F.col(PUBLISHED)).drop(PUBLISHED), APPENDED)
         new_latest = latest_user_events(valid_only(events))
@@ -1287,7 +1231,11 @@ def flagged_counts(rows: DataFrame) -> DataFrame:
     """One row: [rows not yet published, rows already published, new rows matched to a song]."""
     new = ~F.col(PUBLISHED)
     matched = new & F.col("song_id").isNotNull() if "song_id" in rows.columns else F.lit(False)
-    return rows.agg(as_counts([F.sum(F.when(new, 1)), F.sum(F.when(~new, 1)), F.sum(F.when(matched, 1))]))
+    return rows.agg(
+        as_counts(
+            {"new": F.sum(F.when(new, 1)), "published": F.sum(F.when(~new, 1)), "matched": F.sum(F.when(matched, 1))}
+        )
+    )
 
 
 # --- Quality checks: the new tables tested before anything is published -------------------
@@ -1409,9 +1357,13 @@ def outcome(name: str, severity: str, rows: int, failing: int, sample: list | No
     }
 
 
-def as_counts(aggregates: list[F.Column]) -> F.Column:
-    """Aggregates as one array column of longs (a sum over no rows is 0, not null)."""
-    return F.array(*[F.coalesce(aggregate.cast(T.LongType()), F.lit(0)) for aggregate in aggregates]).alias(COUNTS)
+def as_counts(aggregates: dict[str, F.Column]) -> F.Column:
+    """Named aggregates as one map column of longs (a sum over no rows is 0, not null).
+
+    A map, so that counts of every shape share one union, one Spark job, and are read by name.
+    """
+    entries = [(F.lit(name), F.coalesce(value.cast(T.LongType()), F.lit(0))) for name, value in aggregates.items()]
+    return F.create_map(*[part for entry in entries for part in entry]).alias(COUNTS)
 
 
 def row_counts(frame: DataFrame, table: str, rules: dict[str, F.Column]) -> DataFrame:
@@ -1420,8 +1372,8 @@ def row_counts(frame: DataFrame, table: str, rules: dict[str, F.Column]) -> Data
     Conditional sums of a single aggregation over the (cached) table: one scan, no shuffle.
     """
     matched = F.count("song_id") if table == SONGPLAYS else F.lit(0)
-    flags = [F.sum(F.when(rule, 1).otherwise(0)) for rule in rules.values()]
-    return frame.agg(as_counts([F.count(F.lit(1)), matched, *flags]))
+    flags = {name: F.sum(F.when(rule, 1).otherwise(0)) for name, rule in rules.items()}
+    return frame.agg(as_counts({"rows": F.count(F.lit(1)), "matched": matched, **flags}))
 
 
 CENSUS_TABLE = "_table"
@@ -1494,6 +1446,11 @@ def key_census_of(
     return KeyCensus(unique, references, sources, key_type=partial(key_value, tables[table], key))
 
 
+def census_label(index: int) -> str:
+    """The census's count of a table's key source: its new rows, the published rows, then each reference."""
+    return [NEW, PUBLISHED_ROWS][index] if index < 2 else f"_n{index}"
+
+
 def take_census(censuses: dict[str, KeyCensus]) -> DataFrame:
     """Every key census in one shuffle: per (table, key value), the rows of each source holding it.
 
@@ -1503,7 +1460,7 @@ def take_census(censuses: dict[str, KeyCensus]) -> DataFrame:
     the unresolved rows of each reference, as the counts part "key:<table>".
     """
     width = max(len(census.sources) for census in censuses.values())
-    labels = [NEW, PUBLISHED_ROWS, *(f"_n{index}" for index in range(2, width))]
+    labels = [census_label(index) for index in range(width)]
     tagged = []
     for table, census in censuses.items():
         for index, (frame, column) in enumerate(census.sources):
@@ -1517,18 +1474,18 @@ def take_census(censuses: dict[str, KeyCensus]) -> DataFrame:
     repeated, unresolved = census_counts(F.col(NEW), F.col(PUBLISHED_ROWS))
     for census in censuses.values():
         census.shared = shared
-    referring = [F.sum(F.when(unresolved, F.col(label))) for label in labels[2:]]
+    referring = {label: F.sum(F.when(unresolved, F.col(label))) for label in labels[2:]}
     return (
         shared.groupBy(CENSUS_TABLE)
         .agg(
             F.concat(F.lit("key:"), F.col(CENSUS_TABLE)).alias("_part"),
-            as_counts([F.sum(F.when(repeated, F.col(NEW))), *referring]),
+            as_counts({"repeated": F.sum(F.when(repeated, F.col(NEW))), **referring}),
         )
         .select("_part", COUNTS)
     )
 
 
-def collect_counts(parts: dict[str, DataFrame], labelled: list[DataFrame] = ()) -> dict[str, list[int]]:
+def collect_counts(parts: dict[str, DataFrame], labelled: list[DataFrame] = ()) -> dict[str, dict[str, int]]:
     """Every part's counts in one Spark job, so the independent scans and shuffles run side by side.
 
     parts: one-row counts by label; labelled: frames whose rows carry their own label (_part).
@@ -1537,7 +1494,7 @@ def collect_counts(parts: dict[str, DataFrame], labelled: list[DataFrame] = ()) 
     union = labelled[0]
     for frame in labelled[1:]:
         union = union.union(frame)  # each is (_part, _counts)
-    return {row["_part"]: row[COUNTS] for row in union.collect()}
+    return {row["_part"]: row[COUNTS] for row in union.collect()}  # maps come back as dicts
 
 
 class Tally:
@@ -1551,7 +1508,7 @@ class Tally:
     def __init__(self) -> None:
         self.pending: dict[str, DataFrame] = {}  # one-row counts by label
         self.labelled: list[DataFrame] = []  # frames whose rows carry their own label (_part)
-        self.values: dict[str, list[int]] = {}
+        self.values: dict[str, dict[str, int]] = {}
 
     def add(self, label: str, part: DataFrame) -> None:
         self.pending[label] = part
@@ -1562,14 +1519,14 @@ class Tally:
     def __contains__(self, label: str) -> bool:
         return label in self.pending or label in self.values
 
-    def get(self, label: str, default: list[int] | None = None) -> list[int] | None:
+    def get(self, label: str, default: dict[str, int] | None = None) -> dict[str, int] | None:
         """A label's counts (a labelled frame may have no row for it: default)."""
         if self.pending or self.labelled:
             self.values.update(collect_counts(self.pending, self.labelled))
             self.pending, self.labelled = {}, []
         return self.values.get(label, default)
 
-    def __getitem__(self, label: str) -> list[int]:
+    def __getitem__(self, label: str) -> dict[str, int]:
         value = self.get(label)
         if value is None:
             raise KeyError(label)
@@ -1608,18 +1565,20 @@ def check_tables(
             tally.add(f"rows:{table}", row_counts(frame, table, table_rules[table]))
     if censuses:
         tally.add_labelled(take_census(censuses))
-    counts = {f"rows:{table}": tally[f"rows:{table}"] for table in tables}
-    rows = {table: counts[f"rows:{table}"][0] for table in tables}
+    counts = {table: tally[f"rows:{table}"] for table in tables}
+    rows = {table: counts[table]["rows"] for table in tables}
 
     results = []
     for table, frame in tables.items():
-        for (name, rule), failing in zip(table_rules[table].items(), counts[f"rows:{table}"][2:]):
+        for name, rule in table_rules[table].items():
+            failing = counts[table][name]
             sample = samples(frame.filter(rule), rule_columns(name)) if failing else []
             results.append(outcome(name, severities[name], rows[table], failing, sample))
     for table, census in censuses.items():
         key, unique = PRIMARY_KEYS[table], f"{table}.{PRIMARY_KEYS[table]}.{UNIQUE}"
         # a census over no rows at all has no row in the counts: nothing repeated, nothing unresolved
-        repeated, *unresolved = tally.get(f"key:{table}") or [0] * (1 + len(census.references))
+        found = tally.get(f"key:{table}", {})
+        repeated = found.get("repeated", 0)
         is_repeated, is_unresolved = census_counts(F.col(NEW), F.col(PUBLISHED_ROWS))
         if census.unique:
             sample = []
@@ -1628,7 +1587,8 @@ def check_tables(
                 shown = census.keys_where(table, is_repeated).select(census.key_type().alias(key), *counted)
                 sample = samples(shown, [key, "rows", "published"])
             results.append(outcome(unique, severities[unique], rows[table], repeated, sample))
-        for (name, child, column), failing in zip(census.references, unresolved):
+        for index, (name, child, column) in enumerate(census.references, start=2):
+            failing = found.get(census_label(index), 0)
             sample = []
             if failing:
                 shown = census.keys_where(table, is_unresolved).select(census.key_type().alias(column))
@@ -1637,7 +1597,7 @@ def check_tables(
 
     name = f"{SONGPLAYS}.song_id.{MATCHED_SHARE}"
     if SONGPLAYS in tables and quality.enabled(name):
-        plays, matched = rows[SONGPLAYS], counts[f"rows:{SONGPLAYS}"][1]
+        plays, matched = rows[SONGPLAYS], counts[SONGPLAYS]["matched"]
         share = matched / plays if plays else None
         previous, margin = baseline.matched_share, quality.matched_share_margin
         low = share is not None and previous is not None and share < previous[0] * (1 - margin)
@@ -1825,7 +1785,7 @@ class Plan:
     quality: list[dict] = field(default_factory=list)  # the quality checks' results
     row_rules: dict[str, dict[str, F.Column]] = field(default_factory=dict)  # per table, enabled row checks
     tally: Tally = field(default_factory=Tally)
-    figures: dict[tuple[str, str | None], tuple[str, int]] = field(default_factory=dict)  # (figure, key): where
+    figures: dict[tuple[str, str | None], tuple[str, str]] = field(default_factory=dict)  # (figure, key): (part, count)
 
     def table(self, name: str, frame: DataFrame, action: str, rows: tuple[str, int] | None = None) -> None:
         """A table to write, cached and counted (rows: where another count of the tally gives them).
@@ -1836,7 +1796,7 @@ class Plan:
         if rows is None:
             frame = frame.cache()
             self.tally.add(f"rows:{name}", row_counts(frame, name, self.row_rules.get(name, {})))
-            rows = (f"rows:{name}", 0)
+            rows = (f"rows:{name}", "rows")
         self.figures[("rows", name)] = rows
         self.actions[name], self.frames[name] = action, frame
         mode = "append" if action == APPENDED else "overwrite"
@@ -1845,19 +1805,19 @@ class Plan:
     def write(self, name: str, mode: str, path: str) -> None:
         write_table(self.frames[name], path, name=name, rows=self.rows[name], mode=mode)
 
-    def count(self, label: str, part: DataFrame, **figures: tuple[str | None, int]) -> None:
-        """A one-row count for the tally, and the figures it gives: figure=(key, index in the count)."""
+    def count(self, label: str, part: DataFrame, **figures: tuple[str | None, str]) -> None:
+        """A one-row count for the tally, and the figures it gives: figure=(key, name of the count)."""
         self.tally.add(label, part)
-        for figure, (key, index) in figures.items():
-            self.figures[(figure, key)] = (label, index)
+        for figure, (key, name) in figures.items():
+            self.figures[(figure, key)] = (label, name)
 
     def settle(self) -> None:
         """The figures from the tally: collected now, unless the quality checks already did."""
-        for (figure, key), (label, index) in self.figures.items():
+        for (figure, key), (label, name) in self.figures.items():
             if key is None:
-                setattr(self, figure, self.tally[label][index])
+                setattr(self, figure, self.tally[label][name])
             else:
-                getattr(self, figure)[key] = self.tally[label][index]
+                getattr(self, figure)[key] = self.tally[label][name]
 
     def merge_base(self, name: str, run_id: str, frame: DataFrame) -> None:
         self.merge_bases[name] = f"{name}/{run_id}"
@@ -2535,7 +2495,7 @@ def running_under_spark_submit() -> bool:
 
 
 def spark_properties(settings: Settings) -> dict:
-    """SPARK_DEFAULTS, then [SPARK], then FORCED_SPARK_SETTINGS (a differing [SPARK] value is ignored, with a warning)."""
+    """SPARK_DEFAULTS, then [SPARK], then FORCED_SPARK_SETTINGS (a differing [SPARK] value is ignored)."""
     properties = {**SPARK_DEFAULTS, **settings.spark}
     for key, value in FORCED_SPARK_SETTINGS.items():
         if properties.get(key, value) != value:

@@ -2616,9 +2616,11 @@ def java_executable() -> str:
 
 
 def spark_jars(spark_home: str | None = None) -> list[str]:
-    from pyspark.find_spark_home import _find_spark_home
+    """The jars of the Spark this Python runs: $SPARK_HOME's, else those of pip's pyspark package."""
+    import pyspark
 
-    return sorted(glob.glob(os.path.join(spark_home or _find_spark_home(), "jars", "*.jar")))
+    home = spark_home or os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
+    return sorted(glob.glob(os.path.join(home, "jars", "*.jar")))
 
 
 def no_fork_file_system(spark_home: str | None = None) -> str | None:
@@ -2648,7 +2650,9 @@ def compile_java(source: str, class_path: list[str], jar: str) -> None:
         source_file, classes = os.path.join(build, "Source.java"), os.path.join(build, "classes")
         with open(source_file, "w", encoding="utf-8") as handle:
             handle.write(source)
-        py4j_jar = next(path for path in class_path if fnmatch.fnmatch(os.path.basename(path), PY4J_JAR))
+        py4j_jar = next((path for path in class_path if fnmatch.fnmatch(os.path.basename(path), PY4J_JAR)), None)
+        if py4j_jar is None:
+            raise FileNotFoundError(f"no {PY4J_JAR} among the {len(class_path)} jars of Spark")
         port = launch_gateway(
             jarpath=py4j_jar, classpath=os.pathsep.join(class_path), java_path=java_executable(), die_on_exit=True
         )

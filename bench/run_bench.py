@@ -88,7 +88,7 @@ with tempfile.TemporaryDirectory() as scratch:
     settings = etl.load_settings(etl.parse_args(["--output", scratch]))
     spark = etl.create_spark_session(settings, os.path.join(scratch, "spark.log"))
     spark.range(1).count()
-    etl.stop_spark(spark)
+    spark.stop()
 """
 GENERATOR_LAYOUT = "s3"
 CACHE_MANIFEST = "cache.json"

@@ -36,7 +36,7 @@ def spark():
         .config("spark.driver.host", "127.0.0.1")
     )
     # the job's local-mode file system (no chmod fork per written file), as the job's own JVM gets it
-    for key, value in {**etl.SPARK_DEFAULTS, **etl.with_local_file_system({})}.items():
+    for key, value in {**etl.SPARK_DEFAULTS, **etl.FORCED_SPARK_SETTINGS, **etl.with_local_file_system({})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")

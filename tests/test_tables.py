@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from pyspark.sql import Row
+from pyspark.sql import DataFrame, Row
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 from records import EVENT, NOV_15, SONG
@@ -45,8 +46,29 @@ def songs_df(spark):
     return make
 
 
+def as_read(records: DataFrame) -> DataFrame:
+    """Parsed records as extract hands them on: valid (no reason), with their raw line and file."""
+    for column in (etl.RAW, etl.REASON, etl.SOURCE_FILE):
+        if column not in records.columns:
+            records = records.withColumn(column, F.lit(None).cast(T.StringType()))
+    return records
+
+
+def plays(events: DataFrame) -> DataFrame:
+    return etl.candidates_only(etl.classify_events(as_read(events)))
+
+
+def catalogue(songs: DataFrame) -> DataFrame:
+    return etl.candidates_only(etl.classify_songs(as_read(songs)))
+
+
 def songplays(events, songs):
-    return etl.build_songplays(etl.distinct_song_plays(events), etl.one_record_per_song(songs))
+    """The table as a full run builds it (plan_full_run)."""
+    return etl.build_songplays(plays(events), catalogue(songs))
+
+
+def users(events):
+    return etl.users_from_latest(etl.latest_user_events(etl.valid_only(etl.classify_events(as_read(events)))))
 
 
 # --- songplays -------------------------------------------------------------------------
@@ -181,7 +203,7 @@ def test_users_take_every_field_from_the_latest_event(events_df):
         event(ts=NOV_15 - MINUTE, level="free", lastName="Older"),
     )
     expected = [Row(user_id=7, first_name="Lily", last_name="New", gender="F", level="paid")]
-    assertDataFrameEqual(etl.build_users(events), expected)
+    assertDataFrameEqual(users(events), expected)
 
 
 def test_users_latest_event_ties_broken_by_session_then_item(events_df):
@@ -191,13 +213,13 @@ def test_users_latest_event_ties_broken_by_session_then_item(events_df):
         event(userId="8", ts=NOV_15, sessionId=5, itemInSession=1, level="free"),
         event(userId="8", ts=NOV_15, sessionId=5, itemInSession=2, level="paid"),
     )
-    levels = {row.user_id: row.level for row in etl.build_users(events).collect()}
+    levels = {row.user_id: row.level for row in users(events).collect()}
     assert levels == {7: "paid", 8: "paid"}
 
 
 def test_users_come_from_any_page_but_never_from_logged_out_events(events_df):
     events = events_df(event(page="Home", userId="12"), event(userId="", firstName=None, auth="Logged Out"))
-    assert [row.user_id for row in etl.build_users(events).collect()] == [12]
+    assert [row.user_id for row in users(events).collect()] == [12]
 
 
 # --- songs and artists ----------------------------------------------------------------
@@ -209,9 +231,9 @@ def test_songs_one_row_per_song_id_from_the_first_file(spark):
         Row(**song(title="Second copy"), **{etl.SOURCE_FILE: "file:/in/b.json"}),
         Row(**song(title="First copy"), **{etl.SOURCE_FILE: "file:/in/a.json"}),
     ]
-    catalogue = etl.one_record_per_song(spark.createDataFrame(rows, schema))
+    songs = catalogue(spark.createDataFrame(rows, schema))
     expected = [Row(song_id="SO1", title="First copy", artist_id="AR1", year=0, duration=200.0)]
-    assertDataFrameEqual(etl.build_songs(catalogue), expected)
+    assertDataFrameEqual(etl.build_songs(songs), expected)
 
 
 def test_songs_write_puts_each_folder_in_one_file_and_shares_the_folders_between_tasks(spark, tmp_path):
@@ -233,7 +255,7 @@ def test_songs_write_puts_each_folder_in_one_file_and_shares_the_folders_between
 
 
 def test_artists_pick_the_most_complete_record_and_blank_becomes_null(songs_df):
-    catalogue = songs_df(
+    songs = songs_df(
         song(song_id="SO1", artist_name="Elena", artist_location=""),
         song(song_id="SO2", artist_name="Elena feat. X", artist_location="Dublin", artist_latitude=53.3),
         song(song_id="SO3", artist_name="Elena", artist_location="Cork", artist_latitude=51.9),
@@ -243,7 +265,7 @@ def test_artists_pick_the_most_complete_record_and_blank_becomes_null(songs_df):
         Row(artist_id="AR1", name="Elena feat. X", location="Dublin", latitude=53.3, longitude=None),
         Row(artist_id="AR2", name=None, location=None, latitude=None, longitude=None),
     ]
-    assertDataFrameEqual(etl.build_artists(catalogue), expected)
+    assertDataFrameEqual(etl.build_artists(catalogue(songs)), expected)
 
 
 # --- time --------------------------------------------------------------------------------
@@ -266,8 +288,10 @@ def test_time_has_one_row_per_distinct_start_time_with_iso_fields(events_df, son
 
 def test_every_table_has_the_columns_and_types_of_its_contract(events_df, songs_df):
     events = events_df(event(ts=NOV_15), event(ts=NOV_15 + MINUTE, page="Home"))
-    tables = etl.build_tables(events, songs_df(song()))
-    for name, table in tables.items():
+    songs = etl.classify_songs(as_read(songs_df(song())))
+    plan = etl.plan_full_run(songs, etl.classify_events(as_read(events)), "run", {})
+    assert list(plan.frames) == list(etl.TABLE_NAMES)
+    for name, table in plan.frames.items():
         contract = [(field.name, field.dataType) for field in etl.TABLE_SCHEMAS[name].fields]
         assert [(field.name, field.dataType) for field in table.schema.fields] == contract, name
         assert set(etl.PARTITION_COLUMNS[name]) <= {name for name, _ in contract}

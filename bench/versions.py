@@ -7,16 +7,19 @@ Run from the repository root::
 A benchmark run on one day is not comparable with one on another (the machine is shared:
 the same bare PySpark session took 6.2 s one day and 14.8 s three days later). This runs
 ``etl.py`` as committed at ``--base`` (read with ``git show``: the job is one
-self-contained script) and the working tree's ``etl.py``, each a full run as a user
-launches it, alternated over ``--repeat`` rounds on the growing series' inputs (generated
-once and cached, as run_bench.py does), and keeps every run's wall time, report stages
-and JVM CPU by thread kind. Results go to ``bench/results/versions.json``.
+self-contained script) and the working tree's ``etl.py``, each run as a user launches it,
+alternated over ``--repeat`` rounds on the growing series' inputs (generated once and
+cached, as run_bench.py does), and keeps every run's wall time, report stages and JVM CPU
+by thread kind. A size ``daily-1M`` times a one-day daily run (``--incremental``) on 1M
+events of history: the other days are published once by a full run (not timed), and each
+timed run starts from a copy of that output. Results go to ``bench/results/versions.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -50,6 +53,27 @@ def script_at(revision: str, folder: Path) -> Path:
     return path
 
 
+DAILY = "daily-"
+
+
+def daily_history(size: str, seed: int, work: Path, script: Path) -> tuple[Path, Path]:
+    """(input, published output) for a daily run of size: every day but the last published by one full run."""
+    data = input_of(size, seed)
+    feed, published = work / "daily-feed", work / "daily-published"
+    shutil.rmtree(feed, ignore_errors=True)
+    shutil.rmtree(published, ignore_errors=True)
+    days = sorted((data / "log_data").rglob("*.json"), key=lambda path: path.name)
+    files = [path for path in (data / "song_data").rglob("*") if path.is_file()] + days[:-1]
+    for path in files + days[-1:]:
+        (feed / path.relative_to(data)).parent.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        os.link(path, feed / path.relative_to(data))
+    command = [PYTHON, str(script), "--config", str(CONFIG), "--input", str(feed), "--output", str(published)]
+    subprocess.run(command, check=True, capture_output=True)
+    os.link(days[-1], feed / days[-1].relative_to(data))  # the new day lands
+    return feed, published
+
+
 def commit_of(revision: str) -> str:
     return subprocess.run(
         ["git", "rev-parse", "--short", revision], cwd=REPO, check=True, capture_output=True, text=True
@@ -75,13 +99,19 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": [],
     }
     for size in args.sizes.split(","):
-        data = input_of(size, args.seed)
+        daily = size.startswith(DAILY)
+        if daily:
+            data, published = daily_history(size[len(DAILY) :], args.seed, work, scripts[args.base])
+        else:
+            data = input_of(size, args.seed)
         runs: dict[str, list[dict]] = {version: [] for version in scripts}
         for round_number in range(args.repeat):
             order = list(scripts) if round_number % 2 == 0 else list(reversed(scripts))
             for version in order:
                 output, report = work / "out", work / "report.json"
                 shutil.rmtree(output, ignore_errors=True)
+                if daily:
+                    shutil.copytree(published, output)
                 command = [
                     PYTHON,
                     str(scripts[version]),
@@ -91,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                     str(data),
                     "--output",
                     str(output),
+                    *(["--incremental"] if daily else []),
                 ]
                 run = run_monitored([*command, "--report", str(report)], work / "job.log")
                 run["stage_seconds"] = json.loads(report.read_text()).get("seconds")

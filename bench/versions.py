@@ -83,6 +83,9 @@ def commit_of(revision: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the git revision to compare the working tree's etl.py with")
+    parser.add_argument(
+        "--head", help="compare with this revision, or this file (a variant of etl.py), instead of the working tree"
+    )
     parser.add_argument("--sizes", default="1M", help="sample and/or sizes of the growing series")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -91,11 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     work = CACHE_DIR / "versions"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    scripts = {args.base: script_at(args.base, work), HEAD: ETL}
+    head = ETL
+    if args.head:
+        head = Path(args.head) if Path(args.head).is_file() else script_at(args.head, work)
+        shutil.copy(head, work / "etl-head.py")  # a file may change while this runs
+        head = work / "etl-head.py"
+    scripts = {args.base: script_at(args.base, work), HEAD: head}
     results = {
         "command": " ".join(["bench/versions.py", *(argv if argv is not None else sys.argv[1:])]),
         "base": {"revision": args.base, "commit": commit_of(args.base)},
-        "head": {"revision": HEAD, "commit_below": commit_of("HEAD")},
+        "head": {"revision": args.head or HEAD, "commit_below": commit_of("HEAD")},
         "sizes": [],
     }
     for size in args.sizes.split(","):

@@ -556,6 +556,8 @@ UNCOMMITTED_DIR = "_temporary"  # Hadoop's commit protocol: a write's files unti
 REPORT_NAME = "_run_report.json"
 SKIPPED_FILES_SHOWN = 10
 HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+# What Spark (as Hive) escapes in a partition folder's name (catalyst's ExternalCatalogUtils.escapePathName)
+ESCAPED_IN_FOLDERS = frozenset("\"#%'*/:=?\\\x7f{[]^" + "".join(map(chr, range(1, 32))))
 # A daily run reads the partition folders its rows fall into by name; past this many it
 # reads the table's key column instead.
 MAX_PARTITION_FOLDERS = 1000
@@ -1171,6 +1173,13 @@ def partitions_of(rows: DataFrame, name: str) -> list[tuple]:
     return [tuple(row) for row in rows.select(*PARTITION_COLUMNS[name]).distinct().collect()]
 
 
+def folder_value(value) -> str:
+    """A partition value as Spark names its folder: Hive's escapes (%XX), a null as Hive's default partition."""
+    if value is None:
+        return HIVE_DEFAULT_PARTITION
+    return "".join(f"%{ord(char):02X}" if char in ESCAPED_IN_FOLDERS else char for char in str(value))
+
+
 def published_rows(
     spark: SparkSession, output_uri: str, name: str, partitions: dict[tuple, tuple | None] | list[tuple]
 ) -> DataFrame | None:
@@ -1188,15 +1197,8 @@ def published_rows(
     reader = spark.read.schema(TABLE_SCHEMAS[name])  # the contract: no job to infer it
     if len(partitions) > MAX_PARTITION_FOLDERS:
         return reader.parquet(root)
-    escape = spark.sparkContext._jvm.org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils.escapePathName
     folders = [
-        "/".join(
-            [root]
-            + [
-                f"{column}={HIVE_DEFAULT_PARTITION if value is None else escape(str(value))}"
-                for column, value in zip(PARTITION_COLUMNS[name], values)
-            ]
-        )
+        "/".join([root] + [f"{column}={folder_value(value)}" for column, value in zip(PARTITION_COLUMNS[name], values)])
         for values in partitions
     ]
     with ThreadPoolExecutor(max_workers=TRANSFER_THREADS) as pool:
@@ -1953,7 +1955,7 @@ def download_files(spark: SparkSession, source_uri: str, local_root: str, wanted
     One flat listing (a request per 1,000 keys, not one per folder) and one GET per file:
     the listing's status is handed to openFile, so S3A skips its existence probe.
     """
-    jvm = spark.sparkContext._jvm
+    jvm = driver_jvm(spark).jvm
     root, fs = hadoop_path(spark, source_uri)
     if not fs.exists(root):
         return 0
@@ -1986,7 +1988,7 @@ def upload_tree(spark: SparkSession, local_root: str, target_uri: str, replace: 
     Uses S3A's write helper (a single PUT, no existence probes) where this hadoop-aws has
     it, else the public copyFromLocalFile (four requests per file, still no copies).
     """
-    jvm = spark.sparkContext._jvm
+    jvm = driver_jvm(spark).jvm
     target, fs = hadoop_path(spark, target_uri)
     if replace:
         fs.delete(target, True)
@@ -2037,10 +2039,33 @@ def local_copy(spark: SparkSession, input_uri: str, selected: list[InputFile]) -
         shutil.rmtree(staging, ignore_errors=True)
 
 
+# PySpark has no public way to call Hadoop's FileSystem, which the job needs for its lock,
+# state, listing and report on any store Spark reads. These private handles of classic
+# PySpark (3.5 and 4.0 alike) are the only ones it uses, and only through driver_jvm:
+# SparkContext._jvm (py4j's view of the driver's JVM), ._gateway (to build Java arrays) and
+# ._jsc (for the live Hadoop configuration). A session without them (Spark Connect) cannot
+# run the job, and is told so in one line.
+
+
+@dataclass(frozen=True)
+class DriverJvm:
+    jvm: object
+    gateway: object
+    hadoop_conf: object
+
+
+def driver_jvm(spark: SparkSession) -> DriverJvm:
+    context = spark.sparkContext
+    try:
+        return DriverJvm(context._jvm, context._gateway, context._jsc.hadoopConfiguration())
+    except AttributeError:
+        raise UserError("this job needs a classic Spark session with a JVM driver (not Spark Connect)") from None
+
+
 def hadoop_path(spark: SparkSession, uri: str):
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    driver = driver_jvm(spark)
+    path = driver.jvm.org.apache.hadoop.fs.Path(uri)
+    return path, path.getFileSystem(driver.hadoop_conf)
 
 
 def spark_file_uri(path) -> str:
@@ -2061,7 +2086,7 @@ def write_text(spark: SparkSession, uri: str, text: str) -> None:
 
 def read_text(spark: SparkSession, uri: str) -> str | None:
     """A small file's text, or None when it does not exist."""
-    jvm = spark.sparkContext._jvm
+    jvm = driver_jvm(spark).jvm
     path, fs = hadoop_path(spark, uri)
     try:
         stream = fs.open(path)
@@ -2175,8 +2200,9 @@ _listers: dict[int, object] = {}
 
 def list_files(spark: SparkSession, uri: str) -> list[tuple[str, int, int, str]]:
     """(Spark file URI, size, modification ms, ETag or "") of every file at any depth below uri."""
-    jvm, gateway = spark.sparkContext._jvm, spark.sparkContext._gateway
-    key = id(spark.sparkContext._jsc)
+    driver = driver_jvm(spark)
+    jvm, gateway = driver.jvm, driver.gateway
+    key = id(spark.sparkContext)  # one compiled lister per JVM
     if key not in _listers:
         evaluator = jvm.org.codehaus.janino.ScriptEvaluator()
         java_class = jvm.java.lang.Class.forName
@@ -2192,7 +2218,7 @@ def list_files(spark: SparkSession, uri: str) -> list[tuple[str, int, int, str]]
         evaluator.cook(LISTING_SCRIPT)
         _listers[key] = evaluator
     arguments = gateway.new_array(jvm.java.lang.Object, 2)
-    arguments[0], arguments[1] = uri, spark.sparkContext._jsc.hadoopConfiguration()
+    arguments[0], arguments[1] = uri, driver.hadoop_conf
     rows = []
     for line in _listers[key].evaluate(arguments).splitlines():
         name, size, modified, etag = line.split("\t")
@@ -2686,7 +2712,7 @@ def configure_storage(spark: SparkSession, settings: Settings) -> None:
 
     On EMR, s3:// already belongs to EMRFS (fs.s3.impl is set) and is left alone.
     """
-    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    hadoop = driver_jvm(spark).hadoop_conf
     schemes = {urlparse(uri).scheme.lower() for uri in (settings.input_uri, settings.output_uri)}
     if "s3" in schemes and not hadoop.get("fs.s3.impl"):
         hadoop.set("fs.s3.impl", S3A_FILESYSTEM)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -50,3 +52,37 @@ def shared_dataset(name: str) -> Path:
     if not (path / "song_data").is_dir() or not (path / "log_data").is_dir():
         pytest.skip(f"{path} is absent (the shared real data lives beside the repo, not in it)")
     return path
+
+
+# --- The quick loop: `bash scripts/test.sh --quick` runs what needs no process of its own -----
+
+# A test needs a process of its own (a JVM the job starts, spark-submit, an S3 server, a
+# cluster) when it, or a fixture it uses, calls one of these.
+CALLED = re.compile(r"\b([a-z_][a-z0-9_]*)\(")
+PROCESS_CALLS = ("run_job(", "subprocess.", "Popen(", "s3_server", "spark_cluster", "spark_submit(", "s3a_jars")
+
+
+def needs_a_process(item: pytest.Item) -> bool:
+    functions = [getattr(item, "function", None)]
+    for definitions in item._fixtureinfo.name2fixturedefs.values():  # pytest's record of the fixtures used
+        functions += [definition.func for definition in definitions]
+    seen, sources = set(), []
+    while functions:  # the test, its fixtures, and the functions of its module they call
+        function = functions.pop()
+        if function is None or function in seen:
+            continue
+        seen.add(function)
+        try:
+            source = inspect.getsource(function)
+        except (OSError, TypeError):
+            continue
+        sources.append(source)
+        module = vars(inspect.getmodule(function) or object())
+        functions += [module.get(name) for name in CALLED.findall(source) if inspect.isfunction(module.get(name))]
+    return any(call in source for source in sources for call in PROCESS_CALLS)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if needs_a_process(item):
+            item.add_marker(pytest.mark.process)

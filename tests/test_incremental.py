@@ -258,3 +258,11 @@ def test_shared_sample_day_by_day_equals_a_full_run(spark, tmp_path):
     etl.run(spark, settings(source, reference, incremental=False))
     assert_same_tables(spark, reference, output)
     assert table_rows(spark, output, "songplays") and len(table_rows(spark, output, "songplays")) == 6820
+
+
+def test_partition_folders_are_named_as_spark_names_them(spark):
+    """A daily run reads the published partitions by folder name: the names must be Spark's own."""
+    escape = spark.sparkContext._jvm.org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils.escapePathName
+    every_char = "".join(map(chr, range(1, 256)))
+    assert etl.folder_value(every_char) == escape(every_char)
+    assert etl.folder_value(2018) == "2018" and etl.folder_value(None) == etl.HIVE_DEFAULT_PARTITION

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import types
 from urllib.parse import unquote
 
 import pytest
@@ -112,3 +113,10 @@ def test_shuffle_partitions_and_the_static_plan_follow_the_input_size():
     assert etl.run_sizing(200 << 20, 2, nothing_set) == {etl.SHUFFLE_PARTITIONS: "4"}, "a few per core, adaptive"
     assert etl.run_sizing(10 << 30, 2, nothing_set) == {etl.SHUFFLE_PARTITIONS: "80"}, "one per 128 MB"
     assert etl.run_sizing(15 << 20, 2, {etl.SHUFFLE_PARTITIONS, etl.ADAPTIVE_EXECUTION}.__contains__) == {}
+
+
+def test_a_session_without_the_jvm_handles_is_told_what_the_job_needs():
+    """The private handles of PySpark the job uses are all read in driver_jvm; without them, one clear line."""
+    connect_like = types.SimpleNamespace(sparkContext=types.SimpleNamespace())
+    with pytest.raises(etl.UserError, match="classic Spark session"):
+        etl.hadoop_path(connect_like, "file:/tmp")

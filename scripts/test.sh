@@ -1,26 +1,27 @@
 #!/usr/bin/env bash
 # Set up (first time only) and run the whole test suite, S3 and cluster tests included.
 # Extra arguments go to pytest, e.g. bash scripts/test.sh -k songplays
-#   bash scripts/test.sh --quick   only the tests that start no process of their own (table
+#   bash scripts/test.sh --quick   only the tests of the rules, none that runs the whole job (table
 #                                  rules, validation, merge rules, quality checks, configuration,
 #                                  generator): a couple of minutes, run it after every change
 set -euo pipefail
 cd "$(dirname "$0")/.."
-selection=()
+# Two workers, each taking whole test files (module fixtures that run the job stay in one
+# process); the quick tests have none, so any worker takes any test.
+selection=(--dist loadfile)
 if [ "${1:-}" = "--quick" ]; then
   shift
-  selection=(-m "not process and not slow and not scale")
+  selection=(--dist load -m "not job and not slow and not scale")
 fi
 bash scripts/setup.sh --dev
-if [ ${#selection[@]} -eq 0 ]; then
+if [ ${#selection[@]} -eq 2 ]; then
   .venv/bin/python tools/fetch_s3a_jars.py --dest .jars
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 set +e
-# Two workers, each taking whole test files (module fixtures stay in one process);
 # SPARKIFY_TEST_WORKERS=0 runs everything in this process.
-.venv/bin/python -m pytest -n "${SPARKIFY_TEST_WORKERS:-2}" --dist loadfile "${selection[@]}" "$@"
+.venv/bin/python -m pytest -n "${SPARKIFY_TEST_WORKERS:-2}" "${selection[@]}" "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -36,6 +36,8 @@ def spark():
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.driver.host", "127.0.0.1")
+        # tests are hundreds of jobs of a few rows: C1 alone, as the job takes for its short runs
+        .config("spark.driver.extraJavaOptions", " ".join(etl.SHORT_RUN_JIT_OPTIONS))
     )
     # the job's local-mode file system (no chmod fork per written file), as the job's own JVM gets it
     for key, value in {**etl.SPARK_DEFAULTS, **etl.FORCED_SPARK_SETTINGS, **etl.with_local_file_system({})}.items():
@@ -54,15 +56,16 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
-# --- The quick loop: `bash scripts/test.sh --quick` runs what needs no process of its own -----
+# --- The quick loop: `bash scripts/test.sh --quick` runs the tests of rules, not of whole runs --
 
-# A test needs a process of its own (a JVM the job starts, spark-submit, an S3 server, a
-# cluster) when it, or a fixture it uses, calls one of these.
+# A test is of a whole job (marked `job`) when it, a fixture it uses or a function of its
+# module they call runs the job (in this process or as a user does), spark-submit, an S3
+# server or a cluster.
 CALLED = re.compile(r"\b([a-z_][a-z0-9_]*)\(")
-PROCESS_CALLS = ("run_job(", "subprocess.", "Popen(", "s3_server", "spark_cluster", "spark_submit(", "s3a_jars")
+JOB_CALLS = ("etl.run(", "run_job(", "subprocess.", "Popen(", "s3_server", "spark_cluster", "spark_submit(", "s3a_jars")
 
 
-def needs_a_process(item: pytest.Item) -> bool:
+def runs_a_job(item: pytest.Item) -> bool:
     functions = [getattr(item, "function", None)]
     for definitions in item._fixtureinfo.name2fixturedefs.values():  # pytest's record of the fixtures used
         functions += [definition.func for definition in definitions]
@@ -79,10 +82,10 @@ def needs_a_process(item: pytest.Item) -> bool:
         sources.append(source)
         module = vars(inspect.getmodule(function) or object())
         functions += [module.get(name) for name in CALLED.findall(source) if inspect.isfunction(module.get(name))]
-    return any(call in source for source in sources for call in PROCESS_CALLS)
+    return any(call in source for source in sources for call in JOB_CALLS)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if needs_a_process(item):
-            item.add_marker(pytest.mark.process)
+        if runs_a_job(item):
+            item.add_marker(pytest.mark.job)

@@ -266,3 +266,20 @@ def test_partition_folders_are_named_as_spark_names_them(spark):
     every_char = "".join(map(chr, range(1, 256)))
     assert etl.folder_value(every_char) == escape(every_char)
     assert etl.folder_value(2018) == "2018" and etl.folder_value(None) == etl.HIVE_DEFAULT_PARTITION
+
+
+def test_merge_rules_keep_what_was_published_and_take_each_users_latest_event(spark):
+    """The daily-run merge rules on hand-made rows: published keys win, latest events by max."""
+    published = spark.createDataFrame([("SO1", "first")], "song_id string, title string")
+    new = spark.createDataFrame([("SO1", "again"), ("SO2", "new")], "song_id string, title string")
+    flagged = etl.flag_published(new, published, "song_id")
+    assert sorted((row.song_id, row[etl.PUBLISHED]) for row in flagged.collect()) == [("SO1", True), ("SO2", False)]
+    catalogue = etl.merge_catalogue(published, flagged)
+    assert sorted(tuple(row) for row in catalogue.collect()) == [("SO1", "first"), ("SO2", "new")]
+    assert {row[etl.PUBLISHED] for row in etl.flag_published(new, None, "song_id").collect()} == {False}
+
+    latest = f"user_id int, {etl.LATEST} struct<ts: bigint, level: string>"
+    before = spark.createDataFrame([(7, (100, "free")), (8, (50, "paid"))], latest)
+    today = spark.createDataFrame([(7, (200, "paid")), (9, (10, "free"))], latest)
+    merged = {row.user_id: tuple(row[etl.LATEST]) for row in etl.merge_latest_user_events(before, today).collect()}
+    assert merged == {7: (200, "paid"), 8: (50, "paid"), 9: (10, "free")}

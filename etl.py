@@ -8,10 +8,12 @@ Without --incremental a run rebuilds every table from all input (a full refresh)
 a daily run reads only the files no earlier run processed and merges them into the
 published tables, with the same result as a full run (README: Daily runs).
 
-One self-contained script, because this file is what a user ships to a cluster. Reading
-order: configuration, input and output schemas, extract (parse and validate), transform
-(one builder per table), the merge rules of daily runs, then the plumbing: writes, input
-listing, state, lock, the run, the command line. Exit codes: 0 success, 1 unexpected
+One self-contained script, because this file is what a user ships to a cluster. It reads
+in the data's order: configuration; the input schemas and the tables' contract; extract
+(read, parse, validate, account for every record); transform (one builder per table, and
+a full run's tables); the merge rules of daily runs, all of them; the quality checks, all
+of them; load (what a run writes, and how); state and lock; the Spark session; the run
+(the stages in order); the command line. Exit codes: 0 success, 1 unexpected
 failure (details in the run log), 2 a mistake the user can fix (config, flags, paths,
 credentials, another run holding the output's lock), 3 too many rejected input records,
 4 a quality check of severity error failed on the new tables (nothing was published).

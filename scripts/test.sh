@@ -4,7 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
-.venv/bin/python tools/fetch_s3a_jars.py --dest .jars
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 set +e

@@ -1,10 +1,11 @@
 """The Spark side of bench/s3_commit_paths.py --before-after: table writes over s3a://, one
 phase at a time, so the caller can count each phase's S3 requests on its proxy.
 
-    spark-submit [--master spark://...] bench/s3_commit_job.py s3a://bucket/prefix FILES
+    spark-submit [--master spark://...] bench/s3_commit_job.py s3a://bucket/prefix FILES HANDSHAKE_DIR
 
-Before each phase it prints ``READY <phase>`` and waits for a line on stdin (the caller
-resets its counters), after it ``DONE <phase> <seconds>``. Phases, like the job's writes:
+Before each phase it prints ``READY <phase>`` and waits for the file HANDSHAKE_DIR/<phase>
+(the caller resets its counters, then creates it; spark-submit gives a Python application
+no stdin), after it ``DONE <phase> <seconds>``. Phases, like the job's writes:
 overwrite (a new partitioned parquet table), overwrite-again (a full run replacing it),
 append (a daily run adding files), json (rejects, partitioned JSON), then ``fail``: a
 partitioned write whose last task raises, which must leave no visible file and no pending
@@ -13,6 +14,7 @@ multipart upload. The S3A and commit properties come from spark-submit's propert
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -36,9 +38,16 @@ def frame(spark, files: int, offset: int = 0):
     )
 
 
+HANDSHAKE_TIMEOUT_S = 600
+
+
 def phase(name: str, action) -> None:
     print(f"READY {name}", flush=True)
-    sys.stdin.readline()
+    go, deadline = os.path.join(sys.argv[3], name), time.monotonic() + HANDSHAKE_TIMEOUT_S
+    while not os.path.exists(go):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no {go} within {HANDSHAKE_TIMEOUT_S} s")
+        time.sleep(0.05)
     began = time.monotonic()
     error = ""
     try:
@@ -48,8 +57,16 @@ def phase(name: str, action) -> None:
     print(f"DONE {name} {time.monotonic() - began:.2f} {error}".rstrip(), flush=True)
 
 
-def explode(value):
-    raise RuntimeError("injected task failure")
+FAIL_AFTER_S = 8
+
+
+def explode(row_id: int, title: str, last: int) -> str:
+    """Fails on one row only, after a wait: the other task commits meanwhile, and this one has
+    written its other folders (the row is in the folder that sorts last)."""
+    if row_id == last:
+        time.sleep(FAIL_AFTER_S)
+        raise RuntimeError("injected task failure")
+    return title
 
 
 def main() -> int:
@@ -59,9 +76,11 @@ def main() -> int:
     table, rejects, failing = f"{root}/songs", f"{root}/_rejected", f"{root}/failing"
     first, second = frame(spark, files).cache(), frame(spark, files, 10**6).cache()
     first.count(), second.count()
-    boom = F.udf(explode, "string")
     last = files * ROWS_PER_FILE - 1
-    doomed = first.withColumn("title", F.when(F.col("id") == last, boom("title")).otherwise(F.col("title")))
+    boom = F.udf(lambda row_id, title: explode(row_id, title, last), "string")
+    # already in the writer's order, so no sort runs before the write and the failing row (of
+    # the folder that sorts last) is reached after the task's other files were written
+    doomed = first.sortWithinPartitions("year", "artist_id").withColumn("title", boom("id", "title"))
 
     def write(df, mode: str, path: str, fmt: str = "parquet"):
         return lambda: getattr(df.write.mode(mode).partitionBy("year", "artist_id"), fmt)(path)

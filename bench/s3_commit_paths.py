@@ -304,9 +304,9 @@ def run_job(server, proxy, master: str, label: str, props: dict[str, str], files
         properties.write_text("".join(f"{k} {v}\n" for k, v in conf.items()))
         cmd = [str(spark_home() / "bin" / "spark-submit"), "--master", master, "--properties-file", str(properties)]
         proc = subprocess.Popen(
-            [*cmd, str(JOB), f"s3a://{bucket}/lake", str(files)],
+            [*cmd, str(JOB), f"s3a://{bucket}/lake", str(files), tmp],
             env=spark_env(),
-            stdin=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=open(Path(tmp) / "stderr.log", "w"),  # noqa: SIM115 - closed with the process
             text=True,
@@ -321,8 +321,7 @@ def run_job(server, proxy, master: str, label: str, props: dict[str, str], files
             if word == "READY":
                 before = set(data_files(client, bucket, f"lake/{PHASE_PREFIX[rest[0]]}"))
                 proxy.reset_counts()
-                proc.stdin.write("\n")
-                proc.stdin.flush()
+                (Path(tmp) / rest[0]).touch()
             elif word == "DONE":
                 name, seconds = rest[0], float(rest[1])
                 counts = dict(sorted(proxy.bucket_counts(bucket).items()))
@@ -339,7 +338,15 @@ def run_job(server, proxy, master: str, label: str, props: dict[str, str], files
                 }
                 if name == "fail":
                     phases[name]["error"] = rest[2] if len(rest) > 2 else None
-                    phases[name]["visible_files_after_failure"] = len(after)
+                    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="lake/failing/")
+                    left = [o["Key"] for page in pages for o in page.get("Contents", [])]
+                    hidden = [k for k in left if any(part[:1] in "_." for part in k.split("/")[2:-1])]
+                    phases[name]["objects_left_after_failure"] = len(left)
+                    phases[name]["objects_left"] = left[:10]
+                    phases[name]["visible_files_after_failure"] = len(set(after) - set(hidden))
+                    phases[name]["data_files_uploaded_before_failure"] = counts.get("MPU_INIT", 0) + sum(
+                        1 for k in left if k.endswith(".parquet")
+                    )
                     uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
                     phases[name]["pending_uploads_after_failure"] = len(uploads)
             elif word == "COMMITTER":

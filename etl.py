@@ -2608,9 +2608,10 @@ class S3Lock:
         from botocore.config import Config
 
         parsed = urlparse(uri)
-        self.bucket, self.key = parsed.netloc, parsed.path.lstrip("/")
+        self.uri, self.bucket, self.key = uri, parsed.netloc, parsed.path.lstrip("/")
         aws = settings.aws if settings else {}
-        options: dict = {"config": Config(retries={"max_attempts": 3, "mode": "standard"})}
+        retries = {"max_attempts": 3, "mode": "standard"}
+        options: dict = {"config": Config(retries=retries, connect_timeout=5, read_timeout=30)}
         if aws.get("AWS_ACCESS_KEY_ID"):  # else boto3's default chain: environment, profile, instance role
             options.update(
                 aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
@@ -2634,11 +2635,17 @@ class S3Lock:
             return True
         return error.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412)
 
+    def _failure(self, exc: Exception) -> RuntimeError:
+        """boto3's error with the lock's URI, for describe_failure's one line."""
+        return RuntimeError(f"{exc} on {self.uri}")
+
     def read(self) -> tuple[str, str] | None:
         try:
             answer = self.client.get_object(Bucket=self.bucket, Key=self.key)
         except self.client.exceptions.NoSuchKey:
             return None
+        except Exception as exc:
+            raise self._failure(exc) from exc
         return answer["Body"].read().decode("utf-8"), answer["ETag"]
 
     def _put(self, body: str, **condition: str) -> bool:
@@ -2647,7 +2654,7 @@ class S3Lock:
         except Exception as exc:
             if self._lost(exc, gone_counts="IfMatch" in condition):
                 return False
-            raise
+            raise self._failure(exc) from exc
         self.etag = answer["ETag"]
         return True
 
@@ -2662,7 +2669,7 @@ class S3Lock:
             self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
         except Exception as exc:
             if not self._lost(exc, gone_counts=True):
-                raise
+                raise self._failure(exc) from exc
             log.warning(
                 "the lock s3://%s/%s is no longer this run's (taken over as stale?): left alone", self.bucket, self.key
             )
@@ -3601,6 +3608,7 @@ def describe_failure(exc: BaseException) -> tuple[int, str]:
         ("UnknownStoreException", "the bucket does not exist"),
         ("UnknownHostException", "cannot resolve the object store's host: check [S3] ENDPOINT and the network"),
         ("Connection refused", "cannot connect to the object store: check [S3] ENDPOINT"),
+        ("Could not connect to the endpoint URL", "cannot connect to the object store: check [S3] ENDPOINT"),
         ("ConnectTimeoutException", "the object store did not answer in time: check [S3] ENDPOINT"),
         ("SdkClientException: Unable to execute HTTP request", "cannot reach the object store: check [S3] ENDPOINT"),
         (

@@ -32,6 +32,7 @@ import logging
 import math
 import operator
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -553,6 +554,9 @@ TABLE_SCHEMAS = {
 }
 REJECTED_DIR = "_rejected"
 RUN_ID_COLUMN = "run_id"  # _rejected/<dataset>/run_id=<run>/: every run's rejects kept
+# The run's id as a session property: lineage (spark.openlineage.capturedProperties) and the
+# event log carry it.
+RUN_ID_PROPERTY = "spark.sparkify.run_id"
 SUCCESS_MARKER = "_SUCCESS"
 UNCOMMITTED_DIR = "_temporary"  # Hadoop's commit protocol: a write's files until its job commits
 REPORT_NAME = "_run_report.json"
@@ -1913,7 +1917,7 @@ def write_outputs(spark: SparkSession, outputs: list[Output], output_uri: str) -
     A failed write stops the run only once every other write has ended (the pool's exit
     waits for them), so nothing still writes when the lock is released.
     """
-    staged = stages_through_local_disk(spark, output_uri)
+    staged = stages_through_local_disk(spark, output_uri, output=True)
     staging = tempfile.mkdtemp(prefix=f"{JOB_NAME}-staging-") if staged else ""
     try:
         with ThreadPoolExecutor(max_workers=max(1, len(outputs)), thread_name_prefix="write") as pool:
@@ -1935,8 +1939,12 @@ def write_outputs(spark: SparkSession, outputs: list[Output], output_uri: str) -
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def stages_through_local_disk(spark: SparkSession, uri: str) -> bool:
+def stages_through_local_disk(spark: SparkSession, uri: str, output: bool = False) -> bool:
     """Stage on local disk when the URI is served by S3A and Spark is local.
+
+    An output is not staged when [SPARK] chose the S3A committer (S3A_COMMITTER) for local
+    mode too: it writes each file in place, with no rename, but with about ten requests a
+    file against the upload's one (bench/results/s3_udacity_full.json).
 
     Output: S3 has no rename, so Hadoop's commit protocol turns every written file into a
     copy and a delete plus a dozen probes; written locally and uploaded, each file is one
@@ -1946,6 +1954,8 @@ def stages_through_local_disk(spark: SparkSession, uri: str) -> bool:
     s3:// belongs to EMRFS and its own S3-optimized committer.
     """
     if not spark.sparkContext.master.startswith("local"):
+        return False
+    if output and spark.conf.get("spark.sql.sources.commitProtocolClass") == PATH_OUTPUT_COMMIT_PROTOCOL:
         return False
     path, fs = hadoop_path(spark, uri)
     return fs.getClass().getName() == S3A_FILESYSTEM
@@ -2348,25 +2358,41 @@ def collect_garbage(spark: SparkSession, output_uri: str, manifest: dict) -> Non
 
 
 @contextmanager
-def output_lock(spark: SparkSession, output_uri: str, run_id: str, stale_after_minutes: float) -> Iterator[None]:
-    """A lock file under the output root: a second run stops at once (exit 2).
+def output_lock(
+    spark: SparkSession | None,
+    output_uri: str,
+    run_id: str,
+    stale_after_minutes: float,
+    settings: Settings | None = None,
+) -> Iterator[None]:
+    """A lock object under the output root, created only if absent: a second run stops at once (exit 2).
 
-    Created only if absent, then read back, so two runs that race both see who won. A
-    lock older than stale_after_minutes is a run that died without removing it: it is
-    taken over, and the log says so. Object stores have no create-if-absent in S3A 3.3:
-    there the read-back is what separates two runs started in the same instant.
+    The store decides who wins, in one request: S3 (s3://, s3a://) by a conditional PUT
+    (If-None-Match: *) through boto3 with the job's credentials and endpoint (settings);
+    a local folder by the OS's exclusive create (O_CREAT | O_EXCL); HDFS and other Hadoop
+    file systems by create(overwrite=false), atomic on HDFS. A lock older than
+    stale_after_minutes is a run that died without removing it: it is taken over, and the
+    log says so; atomically too, so two runs that find the same stale lock cannot both take
+    it (S3: PUT If-Match its ETag; elsewhere an exclusive create of a takeover marker named
+    after the stale run). The holder alone removes it (S3: DELETE If-Match its own ETag).
     """
     uri = f"{output_uri.rstrip('/')}/{LOCK_NAME}"
-    path, fs = hadoop_path(spark, uri)
-    mine = {
-        "run_id": run_id,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    held = read_text(spark, uri)
+    mine = json.dumps(
+        {
+            "run_id": run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    scheme = urlparse(uri).scheme.lower()
+    store = (
+        S3Lock(uri, settings) if scheme in S3_SCHEMES else LocalLock(uri) if is_local(uri) else HadoopLock(spark, uri)
+    )
+    held = store.read()
     if held is not None:
-        holder = parse_lock(held)
+        text, tag = held
+        holder = parse_lock(text)
         age_minutes = (datetime.now(timezone.utc) - holder["started"]).total_seconds() / 60
         if age_minutes < stale_after_minutes:
             raise UserError(
@@ -2374,6 +2400,9 @@ def output_lock(spark: SparkSession, output_uri: str, run_id: str, stale_after_m
                 f" {age_minutes:.0f} min ago) is writing to {output_uri}: wait for it, or if it died delete {uri}"
                 f" (a lock older than {stale_after_minutes:g} min is taken over)"
             )
+        lock_barrier()
+        if not store.take_over(tag, holder["run_id"], mine):
+            raise UserError(f"another run took over the stale lock {uri} at the same moment; this run stops")
         log.warning(
             "taking over the stale lock of run %s (%s, pid %s, started %.0f min ago, over %g min): it did not finish",
             holder["run_id"],
@@ -2382,24 +2411,207 @@ def output_lock(spark: SparkSession, output_uri: str, run_id: str, stale_after_m
             age_minutes,
             stale_after_minutes,
         )
-        fs.delete(path, False)
-    try:
-        stream = fs.create(path, False)
-    except Exception as exc:
-        if "FileAlreadyExists" in str(exc):
-            raise UserError(f"another run took the lock {uri} at the same moment; this run stops") from None
-        raise
-    try:
-        stream.write(bytearray(json.dumps(mine).encode("utf-8")))
-    finally:
-        stream.close()
-    if parse_lock(read_text(spark, uri) or "{}").get("run_id") != run_id:
-        raise UserError(f"another run took the lock {uri} at the same moment; this run stops")
+    else:
+        lock_barrier()
+        if not store.create(mine):
+            raise UserError(f"another run took the lock {uri} at the same moment; this run stops")
     try:
         yield
     finally:
-        if parse_lock(read_text(spark, uri) or "{}").get("run_id") == run_id:
-            fs.delete(path, False)
+        store.release(mine)
+
+
+LOCK_BARRIER_VARIABLE = "SPARKIFY_ETL_LOCK_BARRIER"
+LOCK_BARRIER_TIMEOUT_S = 300.0
+
+
+def lock_barrier() -> None:
+    """Tests: hold a run where it has found the lock free (or stale) and not yet taken it.
+
+    SPARKIFY_ETL_LOCK_BARRIER names a file F: the run creates F.<pid>.waiting, then waits
+    for F.<pid>.go, so a test can let two runs through in the order it wants.
+    """
+    barrier = os.environ.get(LOCK_BARRIER_VARIABLE)
+    if not barrier:
+        return
+    waiting, go = f"{barrier}.{os.getpid()}.waiting", f"{barrier}.{os.getpid()}.go"
+    with open(waiting, "w", encoding="utf-8"):
+        pass
+    deadline = time.monotonic() + LOCK_BARRIER_TIMEOUT_S
+    while not os.path.exists(go):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{LOCK_BARRIER_VARIABLE}: {go} did not appear")
+        time.sleep(0.02)
+
+
+class S3Lock:
+    """The lock as an S3 object, written and removed with S3's conditional requests."""
+
+    def __init__(self, uri: str, settings: Settings | None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        parsed = urlparse(uri)
+        self.uri, self.bucket, self.key = uri, parsed.netloc, parsed.path.lstrip("/")
+        aws = settings.aws if settings else {}
+        retries = {"max_attempts": 3, "mode": "standard"}
+        options: dict = {"config": Config(retries=retries, connect_timeout=5, read_timeout=30)}
+        if aws.get("AWS_ACCESS_KEY_ID"):  # else boto3's default chain: environment, profile, instance role
+            options.update(
+                aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
+                aws_session_token=aws.get("AWS_SESSION_TOKEN") or None,
+            )
+        if settings and settings.s3_endpoint:
+            options["endpoint_url"] = settings.s3_endpoint
+            options["region_name"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        if settings and settings.s3_path_style:
+            options["config"] = options["config"].merge(Config(s3={"addressing_style": "path"}))
+        self.client = boto3.client("s3", **options)
+        self.etag = ""
+
+    @staticmethod
+    def _lost(exc: Exception, gone_counts: bool = False) -> bool:
+        """The condition failed: 412, or 409 when S3 saw two conditional writes at once; with
+        gone_counts also the object's absence (a stale lock another run removed)."""
+        error = getattr(exc, "response", {})
+        if gone_counts and error.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return True
+        return error.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412)
+
+    def _failure(self, exc: Exception) -> RuntimeError:
+        """boto3's error with the lock's URI, for describe_failure's one line."""
+        return RuntimeError(f"{exc} on {self.uri}")
+
+    def read(self) -> tuple[str, str] | None:
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        except self.client.exceptions.NoSuchKey:
+            return None
+        except Exception as exc:
+            raise self._failure(exc) from exc
+        return answer["Body"].read().decode("utf-8"), answer["ETag"]
+
+    def _put(self, body: str, **condition: str) -> bool:
+        try:
+            answer = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body.encode("utf-8"), **condition)
+        except Exception as exc:
+            if self._lost(exc, gone_counts="IfMatch" in condition):
+                return False
+            raise self._failure(exc) from exc
+        self.etag = answer["ETag"]
+        return True
+
+    def create(self, body: str) -> bool:
+        return self._put(body, IfNoneMatch="*")
+
+    def take_over(self, stale_tag: str, stale_run_id: str, body: str) -> bool:
+        return self._put(body, IfMatch=stale_tag)
+
+    def release(self, body: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
+        except Exception as exc:
+            if not self._lost(exc, gone_counts=True):
+                raise self._failure(exc) from exc
+            log.warning(
+                "the lock s3://%s/%s is no longer this run's (taken over as stale?): left alone", self.bucket, self.key
+            )
+
+
+class LocalLock:
+    """The lock as a local file, created with O_CREAT | O_EXCL: the OS lets one run create it."""
+
+    def __init__(self, uri: str) -> None:
+        self.path = urlparse(uri).path if urlparse(uri).scheme.lower() == "file" else uri
+
+    def read(self) -> tuple[str, str] | None:
+        """(text, tag): the tag is the text itself, unique per run (an inode number is reused)."""
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            return None
+        return text, text
+
+    def create(self, body: str) -> bool:
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        try:
+            handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(handle, "w", encoding="utf-8") as lock:
+            lock.write(body)
+            lock.flush()
+            os.fsync(lock.fileno())
+        return True
+
+    def take_over(self, stale_tag: str, stale_run_id: str, body: str) -> bool:
+        """One run wins the exclusive create of <lock>.takeover-<stale run>; it alone removes the stale lock."""
+        marker = f"{self.path}.takeover-{re.sub(r'[^A-Za-z0-9_-]', '_', stale_run_id)}"
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return False
+        try:
+            held = self.read()
+            if held is None or held[1] != stale_tag:
+                return False
+            os.remove(self.path)
+            return self.create(body)
+        finally:
+            os.remove(marker)
+
+    def release(self, body: str) -> None:
+        held = self.read()
+        if held is not None and held[0] == body:
+            os.remove(self.path)
+
+
+class HadoopLock:
+    """The lock through Hadoop's FileSystem: create(overwrite=false) is atomic on HDFS."""
+
+    def __init__(self, spark: SparkSession, uri: str) -> None:
+        self.spark, self.uri = spark, uri
+        self.path, self.fs = hadoop_path(spark, uri)
+
+    def read(self) -> tuple[str, str] | None:
+        text = read_text(self.spark, self.uri)
+        return None if text is None else (text, text)
+
+    def _create(self, uri: str, body: str) -> bool:
+        path, fs = hadoop_path(self.spark, uri)
+        try:
+            stream = fs.create(path, False)
+        except Exception as exc:
+            if "FileAlreadyExists" in str(exc) or "AlreadyBeingCreated" in str(exc):
+                return False
+            raise
+        try:
+            stream.write(bytearray(body.encode("utf-8")))
+        finally:
+            stream.close()
+        return True
+
+    def create(self, body: str) -> bool:
+        return self._create(self.uri, body)
+
+    def take_over(self, stale_tag: str, stale_run_id: str, body: str) -> bool:
+        marker = f"{self.uri}.takeover-{re.sub(r'[^A-Za-z0-9_-]', '_', stale_run_id)}"
+        if not self._create(marker, ""):
+            return False
+        try:
+            held = self.read()
+            if held is None or held[1] != stale_tag:
+                return False
+            self.fs.delete(self.path, False)
+            return self.create(body)
+        finally:
+            delete(self.spark, marker)
+
+    def release(self, body: str) -> None:
+        if read_text(self.spark, self.uri) == body:
+            self.fs.delete(self.path, False)
 
 
 def parse_lock(text: str) -> dict:
@@ -2500,6 +2712,20 @@ S3A_DEFAULTS = {
     "fs.s3a.threads.max": "64",
 }
 S3A_FILESYSTEM = "org.apache.hadoop.fs.s3a.S3AFileSystem"
+# On a cluster every write to an S3A output commits through S3A's magic committer, bound to
+# Spark SQL by spark-hadoop-cloud (jars.txt): files go straight to their place as multipart
+# uploads that only the job commit completes, so no rename (COPY), nothing visible before
+# the commit, and a failed job aborts its pending uploads. Set unless [SPARK] names the key.
+PATH_OUTPUT_COMMIT_PROTOCOL = "org.apache.spark.internal.io.cloud.PathOutputCommitProtocol"
+S3A_COMMITTER = {
+    "spark.sql.sources.commitProtocolClass": PATH_OUTPUT_COMMIT_PROTOCOL,
+    "spark.sql.parquet.output.committer.class": "org.apache.spark.internal.io.cloud.BindingParquetOutputCommitter",
+    "spark.hadoop.mapreduce.outputcommitter.factory.scheme.s3a": "org.apache.hadoop.fs.s3a.commit.S3ACommitterFactory",
+    "spark.hadoop.mapreduce.outputcommitter.factory.scheme.s3": "org.apache.hadoop.fs.s3a.commit.S3ACommitterFactory",
+    "spark.hadoop.fs.s3a.committer.name": "magic",
+    "spark.hadoop.fs.s3a.committer.magic.enabled": "true",
+    "spark.hadoop.fs.s3a.committer.abort.pending.uploads": "true",
+}
 # Small objects are latency-bound: Spark's readers and writers move one file at a time per
 # core. With S3A and a local master the job stages through local disk instead, with this
 # many GETs (input) or PUTs (tables) in flight.
@@ -2737,6 +2963,23 @@ def configure_storage(spark: SparkSession, settings: Settings) -> None:
         hadoop.set("fs.s3a.connection.ssl.enabled", str(settings.s3_endpoint.startswith("https")).lower())
     if settings.s3_path_style:
         hadoop.set("fs.s3a.path.style.access", "true")
+    output = urlparse(settings.output_uri).scheme.lower()
+    s3a_output = output == "s3a" or (output == "s3" and hadoop.get("fs.s3.impl") == S3A_FILESYSTEM)
+    # local mode stages the tables on local disk and uploads them (one PUT a file, see
+    # stages_through_local_disk) unless [SPARK] asks for the committer there too
+    chosen = settings.spark.get("spark.sql.sources.commitProtocolClass") == PATH_OUTPUT_COMMIT_PROTOCOL
+    if s3a_output and (chosen or not spark.sparkContext.master.startswith("local")):
+        if not driver_jvm(spark).jvm.org.apache.spark.util.Utils.classIsLoadable(PATH_OUTPUT_COMMIT_PROTOCOL):
+            raise UserError(
+                f"writing to {output}:// needs Spark's cloud module for the S3A committer: add"
+                " org.apache.spark:spark-hadoop-cloud_2.12 to spark.jars.packages (jars.txt has the versions)"
+            )
+        for key, value in S3A_COMMITTER.items():
+            if key not in settings.spark:
+                if key.startswith("spark.hadoop."):
+                    hadoop.set(key.removeprefix("spark.hadoop."), value)
+                else:
+                    spark.conf.set(key, value)
 
 
 def size_by_input(spark: SparkSession, selected: list[InputFile]) -> None:
@@ -2810,8 +3053,9 @@ def run(spark: SparkSession, settings: Settings) -> dict:
     """
     clock = StageClock()
     run_id = new_run_id()
+    spark.conf.set(RUN_ID_PROPERTY, run_id)  # lineage events carry it (README: Lineage)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with output_lock(spark, settings.output_uri, run_id, settings.stale_lock_minutes):
+    with output_lock(spark, settings.output_uri, run_id, settings.stale_lock_minutes, settings):
         listing = list_input(spark, settings.input_uri)
         state = read_state(spark, settings.output_uri) if settings.incremental else None
         if settings.incremental and state is None:
@@ -3131,6 +3375,7 @@ def describe_failure(exc: BaseException) -> tuple[int, str]:
         ("UnknownStoreException", "the bucket does not exist"),
         ("UnknownHostException", "cannot resolve the object store's host: check [S3] ENDPOINT and the network"),
         ("Connection refused", "cannot connect to the object store: check [S3] ENDPOINT"),
+        ("Could not connect to the endpoint URL", "cannot connect to the object store: check [S3] ENDPOINT"),
         ("ConnectTimeoutException", "the object store did not answer in time: check [S3] ENDPOINT"),
         ("SdkClientException: Unable to execute HTTP request", "cannot reach the object store: check [S3] ENDPOINT"),
         (

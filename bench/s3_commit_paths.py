@@ -9,11 +9,21 @@ each candidate write path against a local moto S3 server behind a request-counti
     .venv/bin/python bench/s3_commit_paths.py --files 2000 --paths local-stage-upload,v1-tuned
 
 Seconds include the Python proxy in the request path (use --no-proxy for wall time only).
+
+    .venv/bin/python bench/s3_commit_paths.py --before-after            # -> bench/results/s3_commit_paths.json
+
+--before-after runs bench/s3_commit_job.py with spark-submit, in local mode and on a
+standalone cluster, once with today's configuration (Spark's default commit protocol over
+S3A, etl.S3A_DEFAULTS) and once with the S3A magic committer (etl.S3A_COMMITTER), and
+counts each phase's requests: overwrite, overwrite again, append, JSON, and a failing
+write (after which no file may be visible and no multipart upload pending).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,13 +36,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from infra import (
     LOCALHOST,
+    SUBMIT_DEFAULTS,
     counting_proxy,
     java_home,
     s3a_jar_paths,
     s3a_spark_conf,
+    spark_env,
     spark_home,
     start_s3_server,
+    start_spark_cluster,
 )
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "bench" / "results" / "s3_commit_paths.json"
+JOB = REPO / "bench" / "s3_commit_job.py"
+PHASE_TIMEOUT_S = 900
 
 DEFAULT_FILES = 200
 ROWS_PER_FILE = 5
@@ -245,13 +264,153 @@ def report(result: dict) -> str:
     return line
 
 
+def before_after_configs() -> dict[str, dict[str, str]]:
+    """Spark properties of each configuration: today's job (before) and with the committer."""
+    import etl
+
+    today = {f"spark.hadoop.{key}": value for key, value in etl.S3A_DEFAULTS.items()}
+    return {"before": today, "after": {**today, **etl.S3A_COMMITTER}}
+
+
+def data_files(client, bucket: str, prefix: str) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", []) if o["Key"].endswith((".parquet", ".json"))]
+
+
+PHASE_PREFIX = {
+    "overwrite": "songs/",
+    "overwrite-again": "songs/",
+    "append": "songs/",
+    "json": "_rejected/",
+    "fail": "failing/",
+}
+
+
+def run_job(server, proxy, master: str, label: str, props: dict[str, str], files: int) -> dict:
+    """One spark-submit of s3_commit_job.py; the requests of each of its phases."""
+    bucket = f"commit-{label}".lower()
+    server.create_bucket(bucket)
+    client = server.client()
+    conf = {
+        **SUBMIT_DEFAULTS,
+        "spark.sql.shuffle.partitions": str(WRITE_TASKS),
+        "spark.task.maxFailures": "1",
+        **s3a_spark_conf(proxy.endpoint, s3a_jar_paths()),
+        **props,
+    }
+    phases: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="commit-job-") as tmp:
+        properties = Path(tmp) / "spark.properties"
+        properties.write_text("".join(f"{k} {v}\n" for k, v in conf.items()))
+        cmd = [str(spark_home() / "bin" / "spark-submit"), "--master", master, "--properties-file", str(properties)]
+        proc = subprocess.Popen(
+            [*cmd, str(JOB), f"s3a://{bucket}/lake", str(files), tmp],
+            env=spark_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=open(Path(tmp) / "stderr.log", "w"),  # noqa: SIM115 - closed with the process
+            text=True,
+            cwd=tmp,
+        )
+        committer = ""
+        before: set[str] = set()
+        for line in proc.stdout:
+            if not line.split():
+                continue
+            word, *rest = line.split()
+            if word == "READY":
+                before = set(data_files(client, bucket, f"lake/{PHASE_PREFIX[rest[0]]}"))
+                proxy.reset_counts()
+                (Path(tmp) / rest[0]).touch()
+            elif word == "DONE":
+                name, seconds = rest[0], float(rest[1])
+                counts = dict(sorted(proxy.bucket_counts(bucket).items()))
+                after = set(data_files(client, bucket, f"lake/{PHASE_PREFIX[name]}"))
+                written = len(after - before) if name == "append" else len(after)
+                total = sum(counts.values())
+                phases[name] = {
+                    "seconds": seconds,
+                    "files_written": written,
+                    "requests": total,
+                    "requests_per_file": round(total / written, 2) if written else None,
+                    "copy_requests": counts.get("COPY", 0) + counts.get("COPY_PART", 0),
+                    "by_kind": counts,
+                }
+                if name == "fail":
+                    phases[name]["error"] = rest[2] if len(rest) > 2 else None
+                    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="lake/failing/")
+                    left = [o["Key"] for page in pages for o in page.get("Contents", [])]
+                    hidden = [k for k in left if any(part[:1] in "_." for part in k.split("/")[2:-1])]
+                    phases[name]["objects_left_after_failure"] = len(left)
+                    phases[name]["objects_left"] = left[:10]
+                    phases[name]["visible_files_after_failure"] = len(set(after) - set(hidden))
+                    phases[name]["data_files_uploaded_before_failure"] = counts.get("MPU_INIT", 0) + sum(
+                        1 for k in left if k.endswith(".parquet")
+                    )
+                    uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+                    phases[name]["pending_uploads_after_failure"] = len(uploads)
+            elif word == "COMMITTER":
+                committer = " ".join(rest)
+        code = proc.wait(timeout=PHASE_TIMEOUT_S)
+        if code != 0:
+            raise RuntimeError(
+                f"{label}: spark-submit exited {code}:\n{(Path(tmp) / 'stderr.log').read_text()[-3000:]}"
+            )
+    uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    success = client.get_object(Bucket=bucket, Key="lake/songs/_SUCCESS")["Body"].read()
+    summary = {
+        "committer": committer,
+        "success_marker": json.loads(success).get("committer") if success else "empty (FileOutputCommitter)",
+        "pending_uploads_at_end": len(uploads),
+        "phases": phases,
+    }
+    written = sum(p["files_written"] for n, p in phases.items() if n != "fail")
+    total = sum(p["requests"] for n, p in phases.items() if n != "fail")
+    summary["requests_per_written_file"] = round(total / written, 2)
+    summary["copy_requests"] = sum(p["copy_requests"] for n, p in phases.items() if n != "fail")
+    return summary
+
+
+def before_after(files: int, output: Path) -> dict:
+    """Local and standalone cluster, before and after: the figures, also written to output."""
+    results: dict = {"files_per_write": files, "configs": before_after_configs(), "runs": {}}
+    with start_s3_server() as server, counting_proxy(server.endpoint) as proxy:
+        for config, props in results["configs"].items():
+            results["runs"][f"local-{config}"] = run_job(
+                server, proxy, f"local[{WRITE_TASKS}]", f"local-{config}", props, files
+            )
+            print(f"local-{config}", json.dumps(results["runs"][f"local-{config}"]), flush=True)
+        with start_spark_cluster() as master:
+            for config, props in results["configs"].items():
+                results["runs"][f"cluster-{config}"] = run_job(server, proxy, master, f"cluster-{config}", props, files)
+                print(f"cluster-{config}", json.dumps(results["runs"][f"cluster-{config}"]), flush=True)
+    rows = []
+    for name, run in results["runs"].items():
+        fail = run["phases"].get("fail", {})
+        rows.append(
+            f"{name:<16} req/file={run['requests_per_written_file']:<6} COPY={run['copy_requests']:<5} "
+            + " ".join(f"{p}={v['requests_per_file']}" for p, v in run["phases"].items() if p != "fail")
+            + f"  fail: visible={fail.get('visible_files_after_failure')}"
+            + f" pending={fail.get('pending_uploads_after_failure')}"
+        )
+    results["table"] = rows
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print("\n".join(rows))
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before-after", action="store_true", help="today's commit vs the committer -> --json")
+    parser.add_argument("--json", type=Path, default=RESULTS, help="results file of --before-after")
     parser.add_argument("--files", type=int, default=DEFAULT_FILES)
     parser.add_argument("--paths", default=",".join(CANDIDATES), help="comma-separated")
     parser.add_argument("--threads", type=int, default=UPLOAD_THREADS)
     parser.add_argument("--no-proxy", action="store_true", help="time only, no counts")
     args = parser.parse_args(argv)
+    if args.before_after:
+        before_after(args.files, args.json)
+        return 0
     names = [n.strip() for n in args.paths.split(",") if n.strip()]
     unknown = sorted(set(names) - set(CANDIDATES))
     if unknown:

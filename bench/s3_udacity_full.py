@@ -3,9 +3,11 @@ and count its S3 requests by kind (whole run, input bucket, output bucket, per w
 
     .venv/bin/python bench/s3_udacity_full.py               # through the counting proxy
     .venv/bin/python bench/s3_udacity_full.py --no-proxy    # wall time without the proxy hop
+    .venv/bin/python bench/s3_udacity_full.py --etl OLD/etl.py --json bench/results/s3_udacity_full.json --label before
 
 The input is uploaded first (not timed with the job); the job is `python etl.py --config
-dl.cfg --report FILE` with the S3A jars in [SPARK] spark.jars, exactly as a user runs it.
+dl.cfg --report FILE` with the jars of jars.txt in [SPARK] spark.jars, exactly as a user runs it.
+With --label, --json keeps one entry per label in the file (e.g. before/after a change of etl.py).
 The 1-minute load average is sampled while the job runs: the machine may be shared.
 """
 
@@ -52,6 +54,8 @@ def main() -> int:
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT, help="local input root to upload")
     parser.add_argument("--no-proxy", action="store_true", help="talk to moto directly (no request counts)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--label", help="store the figures under this key of the --json file (others kept)")
+    parser.add_argument("--etl", type=Path, default=REPO / "etl.py", help="the etl.py to run (default: this repo's)")
     args = parser.parse_args()
     if not (args.input / "song_data").is_dir():
         print(f"error: {args.input} has no song_data/", file=sys.stderr)
@@ -68,7 +72,7 @@ def main() -> int:
         endpoint = proxy.endpoint if proxy else server.endpoint
         cfg, report = Path(tmp) / "dl.cfg", Path(tmp) / "report.json"
         write_config(cfg, f"s3a://{in_bucket}/data", f"s3a://{out_bucket}/lake", endpoint, jars)
-        command = [sys.executable, str(REPO / "etl.py"), "--config", str(cfg), "--report", str(report)]
+        command = [sys.executable, str(args.etl.resolve()), "--config", str(cfg), "--report", str(report)]
         loads: list[float] = []
         done = threading.Event()
 
@@ -121,7 +125,11 @@ def main() -> int:
             proxy.stop()
         text = json.dumps(figures, indent=2)
         print(text)
-        if args.json:
+        if args.json and args.label:
+            kept = json.loads(args.json.read_text()) if args.json.is_file() else {}
+            kept[args.label] = figures
+            args.json.write_text(json.dumps(kept, indent=2) + "\n")
+        elif args.json:
             args.json.write_text(text + "\n")
         within = job_s <= TARGET_SECONDS and figures.get("requests_per_written_file", 0) <= TARGET_REQUESTS_PER_FILE
         print(f"targets (<= {TARGET_SECONDS} s, <= {TARGET_REQUESTS_PER_FILE} requests/file, no COPY):", end=" ")

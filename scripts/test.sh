@@ -14,9 +14,6 @@ if [ "${1:-}" = "--quick" ]; then
   selection=(--dist load -m "not job and not slow and not scale")
 fi
 bash scripts/setup.sh --dev
-if [ ${#selection[@]} -eq 2 ]; then
-  .venv/bin/python tools/fetch_s3a_jars.py --dest .jars
-fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 set +e

@@ -32,8 +32,7 @@ from pathlib import Path
 import pytest
 
 __all__ = [
-    "FETCH_JARS_SCRIPT",
-    "JARS_DIR",
+    "JARS_FILE",
     "LOCALHOST",
     "S3_DUMMY_KEY",
     "CountingProxy",
@@ -58,9 +57,8 @@ __all__ = [
 
 LOCALHOST = "127.0.0.1"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-JARS_DIR = PROJECT_ROOT / ".jars"
-FETCH_JARS_SCRIPT = PROJECT_ROOT / "tools" / "fetch_s3a_jars.py"
-S3A_JAR_NAMES = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
+JARS_FILE = PROJECT_ROOT / "jars.txt"  # the JVM parts' coordinates: the one place they are pinned
+JARS_TOOL = PROJECT_ROOT / "tools" / "jars.py"
 # moto checks no signatures; any non-empty pair satisfies the SDKs. Not a secret.
 S3_DUMMY_KEY = "testing"
 S3_REGION = "us-east-1"
@@ -540,22 +538,24 @@ def counting_proxy(upstream: str) -> Iterator[CountingProxy]:
 # --------------------------------------------------------------------------- S3A for Spark
 
 
-def s3a_jar_paths(dest: Path = JARS_DIR) -> list[Path]:
-    """The two S3A jars, fetched by tools/fetch_s3a_jars.py if missing; InfraError if not."""
-    paths = [dest / name for name in S3A_JAR_NAMES]
+def s3a_jar_paths() -> list[Path]:
+    """The jars of jars.txt (S3A connector + SDK bundle, spark-hadoop-cloud, OpenLineage),
+    resolved by tools/jars.py (Spark's resolver, cached in .cache/ivy) if not yet; InfraError
+    if they cannot be had."""
     try:
         proc = subprocess.run(
-            [sys.executable, str(FETCH_JARS_SCRIPT), "--dest", str(dest)],
+            [sys.executable, str(JARS_TOOL)],
             check=False,
             capture_output=True,
             text=True,
             timeout=FETCH_JARS_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired as exc:
-        raise InfraError(f"{FETCH_JARS_SCRIPT.name} timed out") from exc
-    if proc.returncode != 0 or not all(p.is_file() for p in paths):
+        raise InfraError(f"{JARS_TOOL.name} timed out") from exc
+    paths = [Path(line) for line in proc.stdout.splitlines() if line.strip()]
+    if proc.returncode != 0 or not paths or not all(p.is_file() for p in paths):
         detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise InfraError(f"S3A jars unavailable: {detail}")
+        raise InfraError(f"jars of {JARS_FILE.name} unavailable: {detail}")
     return paths
 
 
@@ -745,7 +745,8 @@ def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MasterUR
 
 @pytest.fixture(scope="session")
 def s3a_jars() -> list[Path]:
-    """[hadoop-aws jar, aws-java-sdk-bundle jar]; skips the test if they cannot be had."""
+    """The resolved jars of jars.txt (hadoop-aws, its SDK bundle, spark-hadoop-cloud, the
+    OpenLineage listener); skips the test if they cannot be had."""
     try:
         return s3a_jar_paths()
     except InfraError as exc:

@@ -43,7 +43,7 @@ DDL_LOCATION = "s3://BUCKET/PREFIX"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MIN_PNG_BYTES = 5_000  # an empty figure is a few hundred bytes
 BUCKET, PREFIX = "analysts-lake", "sparkify/out"
-# Each question's CSV columns, as README's "For analysts" documents them.
+# Each question's CSV columns, as docs/analysts.md documents them.
 CSV_COLUMNS = {
     "summary": ["plays", "matched_plays", "matched_share", "users", "first_day", "last_day"],
     "plays_by_hour": ["hour", "free_plays", "paid_plays", "plays"],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from infra import S3Server, spark_env, spark_home
-from jobrun import ETL, write_config
+from jobrun import ETL, TABLES, write_config
 from test_s3 import SAMPLE_DATA, SECRET_KEY, assert_same_tables, download, local_run, new_bucket, s3_config
 
 pytestmark = pytest.mark.timeout(900)
@@ -89,3 +89,6 @@ def test_s3a_on_a_standalone_cluster(tmp_path, spark_cluster, s3_server: S3Serve
     downloaded = download(s3_server, out_bucket, "lake", tmp_path / "downloaded")
     assert (downloaded / "_run_report.json").is_file()
     assert_same_tables(spark, sample_local, downloaded)
+    for table in TABLES:  # committed by S3A's magic committer: its _SUCCESS is a JSON manifest
+        success = json.loads((downloaded / table / "_SUCCESS").read_text())
+        assert success["committer"] == "magic", (table, success)

@@ -36,6 +36,9 @@ from pathlib import Path
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import etl
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO / "bench"
 CACHE_DIR = BENCH_DIR / ".cache"
@@ -97,7 +100,7 @@ SAMPLE_INTERVAL_S = 0.2
 MB = 1024 * 1024
 JVM_PROCESS_NAME = "java"
 PART_FILE_SUFFIX = ".parquet"
-TABLES = ("songplays", "users", "songs", "artists", "time")
+TABLES = etl.TABLE_NAMES
 HASH_CHUNK = 1 << 20
 
 

@@ -19,10 +19,12 @@ from typing import Callable
 import pyarrow
 import pyarrow.parquet
 
+import etl
+
 REPO = Path(__file__).resolve().parent.parent
 ETL = REPO / "etl.py"
 JOB_TIMEOUT_SECONDS = 900
-TABLES = ("songplays", "users", "songs", "artists", "time")
+TABLES = etl.TABLE_NAMES
 
 
 @dataclass

@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import run_scale
 
-TABLES = ("songplays", "users", "songs", "artists", "time")
+import etl
+
+TABLES = etl.TABLE_NAMES
 SKEWED_MEASURES = ("records_written", "shuffle_records_read")
 SCALE_TIMEOUT_S = 2400
 

@@ -104,6 +104,7 @@ QUALITY_CHECKS = {
     "time.row_count": WARN,
 }
 QUALITY_SWITCH = "CHECKS"
+# How every on/off value of dl.cfg is read (CHECKS, PATH_STYLE_ACCESS)
 SWITCH_ON, SWITCH_OFF = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 # The comparisons with the previous run fail when the matched share falls below
 # (1 - margin) of the previous one, or a row count moves by more than margin x the previous.
@@ -381,7 +382,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         aws=aws_credentials(config, config_path),
         spark=config.get(SPARK_SECTION, {}),
         s3_endpoint=s3.get("ENDPOINT", ""),
-        s3_path_style=s3.get("PATH_STYLE_ACCESS", "false").lower() in ("true", "1", "yes"),
+        s3_path_style=s3.get("PATH_STYLE_ACCESS", "").strip().lower() in SWITCH_ON,
         incremental=args.incremental,
         stale_lock_minutes=args.stale_lock_minutes,
         quality=quality_settings(config.get(QUALITY_SECTION, {}), config_path),

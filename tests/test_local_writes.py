@@ -67,3 +67,22 @@ def test_falls_back_with_one_log_line_when_it_cannot_be_built(tmp_path, caplog):
     properties = etl.with_local_file_system({})
     assert properties[etl.FILE_SYSTEM_IMPL] in (etl.NO_FORK_FILE_SYSTEM, etl.RAW_LOCAL_FILE_SYSTEM)
     assert etl.with_local_file_system({etl.FILE_SYSTEM_IMPL: "x"}) == {etl.FILE_SYSTEM_IMPL: "x"}
+
+
+def test_the_staged_upload_falls_back_to_copy_from_local_file_without_s3as_write_helper(spark, tmp_path):
+    """upload_tree's one PUT a file needs S3A's private write helper; a file system without it
+    (here the local one, as a hadoop-aws whose helper changed would be) still gets every file,
+    through Hadoop's public copyFromLocalFile, _SUCCESS included."""
+    staged = tmp_path / "staged"
+    (staged / "year=2018").mkdir(parents=True)
+    (staged / "year=2018" / "part-0.parquet").write_bytes(b"rows")
+    (staged / "year=2018" / ".part-0.parquet.crc").write_bytes(b"crc")
+    (staged / etl.SUCCESS_MARKER).write_bytes(b"")
+    jvm = etl.driver_jvm(spark).jvm
+    target = tmp_path / "target"
+    destination, fs = etl.hadoop_path(spark, (target / "x").as_uri())
+    assert etl.s3a_put(jvm, fs, destination, str(staged / etl.SUCCESS_MARKER)) is False
+    assert etl.upload_tree(spark, str(staged), target.as_uri()) == 1
+    uploaded = sorted(str(path.relative_to(target)) for path in target.rglob("*") if path.is_file())
+    assert [name for name in uploaded if not name.endswith(".crc")] == ["_SUCCESS", "year=2018/part-0.parquet"]
+    assert (target / "year=2018" / "part-0.parquet").read_bytes() == b"rows"

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import REPO, shared_dataset
+from conftest import REPO
 from jobrun import TABLES, run_settings, table_rows, tree_digest
 
 import etl
@@ -248,14 +248,13 @@ def test_changed_and_new_files_are_processed(spark, month, tmp_path):
     assert_same_tables(spark, reference, output)
 
 
-def test_shared_sample_day_by_day_equals_a_full_run(spark, tmp_path):
-    source = shared_dataset("sample")
-    feed, output, reference = tmp_path / "feed", tmp_path / "out", tmp_path / "reference"
+def test_shared_sample_day_by_day_equals_a_full_run(spark, tmp_path, shared_sample_run):
+    source, reference, _ = shared_sample_run  # the full run: python etl.py over the whole sample
+    feed, output = tmp_path / "feed", tmp_path / "out"
     shutil.copytree(source / "song_data", feed / "song_data")
     for path in day_files(source):
         land(source, feed, path)
         assert_balanced(etl.run(spark, settings(feed, output)))
-    etl.run(spark, settings(source, reference, incremental=False))
     assert_same_tables(spark, reference, output)
     assert table_rows(spark, output, "songplays") and len(table_rows(spark, output, "songplays")) == 6820
 

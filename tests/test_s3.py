@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, shared_dataset
 from infra import CountingProxy, S3Server, free_port, start_s3_server
-from jobrun import TABLES, run_job, table_rows, tree_digest, write_config
+from jobrun import TABLES, run_job, run_settings, table_rows, tree_digest, write_config
+
+import etl
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -79,11 +81,9 @@ def download(server: S3Server, bucket: str, prefix: str, dest: Path) -> Path:
     return dest
 
 
-def local_run(input_dir: Path, output: Path):
-    """The reference: the same input, local in and out."""
-    result = run_job("--input", str(input_dir), "--output", str(output), report=output.parent / "local-report.json")
-    assert result.code == 0, result.output
-    return result
+def local_run(spark, input_dir: Path, output: Path) -> dict:
+    """The reference: the same input, local in and out, run in this process (no S3 involved)."""
+    return etl.run(spark, run_settings(input_dir, output))
 
 
 def assert_same_tables(spark, expected: Path, actual: Path) -> None:
@@ -143,9 +143,9 @@ def sample_input(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sample_local(tmp_path_factory, sample_input) -> Path:
+def sample_local(spark, tmp_path_factory, sample_input) -> Path:
     output = tmp_path_factory.mktemp("sample-local") / "out"
-    local_run(sample_input, output)
+    local_run(spark, sample_input, output)
     return output
 
 
@@ -246,13 +246,9 @@ def test_s3_scheme_with_session_token(tmp_path, s3_server, s3a_jars, sample_inpu
         assert files_containing(downloaded, secret) == []
 
 
-def test_shared_sample_s3a_equals_a_local_run(tmp_path, s3_server, s3a_jars, spark):
-    data = shared_dataset("sample")
-    local = tmp_path / "local" / "out"
-    local.parent.mkdir()
-    local_run(data, local)
-    (tmp_path / "s3").mkdir()
-    _, _, _, downloaded, _ = s3_run(tmp_path / "s3", s3_server, data, s3a_jars)
+def test_shared_sample_s3a_equals_a_local_run(tmp_path, s3_server, s3a_jars, spark, shared_sample_run):
+    data, local, _ = shared_sample_run
+    _, _, _, downloaded, _ = s3_run(tmp_path, s3_server, data, s3a_jars)
     assert_same_tables(spark, local, downloaded)
 
 

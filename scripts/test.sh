@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Two workers, each taking whole test files (module fixtures that run the job stay in one
-# process); the quick tests have none, so any worker takes any test.
-selection=(--dist loadfile)
+# process), longest first as tests/conftest.py orders them; the quick tests have none, so any
+# worker takes any test.
+selection=(--dist loadfile --no-loadscope-reorder)
 if [ "${1:-}" = "--quick" ]; then
   shift
   selection=(--dist load -m "not job and not slow and not scale")

@@ -201,8 +201,15 @@ def run_settings(
     incremental: bool = False,
     max_reject_rate: float = 0.05,
     config: Path | None = None,
+    checks: bool = True,
 ):
-    """Settings of an in-process etl.run over local folders, no credentials (the default chain)."""
+    """Settings of an in-process etl.run over local folders, no credentials (the default chain).
+
+    checks=False is what `[QUALITY] CHECKS = off` gives: for the many runs of tests that are
+    about what runs read, write and repair, not about the checks (tests/test_quality.py
+    has those; every `python etl.py` run of the suite keeps them on). The checks are about
+    half of a small run's time.
+    """
     import etl
 
     return etl.Settings(
@@ -213,4 +220,5 @@ def run_settings(
         max_reject_rate=max_reject_rate,
         aws=dict.fromkeys(etl.AWS_KEYS, ""),
         incremental=incremental,
+        quality=etl.quality_settings({} if checks else {etl.QUALITY_SWITCH: "off"}, "tests"),
     )

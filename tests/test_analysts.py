@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 from infra import S3_DUMMY_KEY, S3_REGION
-from jobrun import run_job
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -108,11 +107,9 @@ def one_line_error(done: subprocess.CompletedProcess, *phrases: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def tables(tmp_path_factory) -> Path:
-    output = tmp_path_factory.mktemp("analysts") / "tables"
-    result = run_job("--input", "sample_data", "--output", str(output))
-    assert result.code == 0, result.output
-    return output
+def tables(sample_data_run) -> Path:
+    """The tables of python etl.py --input sample_data (the session's shared run): read only."""
+    return sample_data_run[0]
 
 
 @pytest.fixture(scope="module")

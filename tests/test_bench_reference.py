@@ -18,6 +18,8 @@ from pathlib import Path
 import jobrun
 import pytest
 
+import etl
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
@@ -31,7 +33,7 @@ GEN_TIMEOUT_S = 300
 GEN_SONGS = 300
 GEN_EVENTS = 5_000
 GEN_SEED = 7
-MAX_REJECT_RATE = "1"
+MAX_REJECT_RATE = 1.0
 
 SAMPLE_FIGURES = {
     "songplays": 6820,
@@ -217,14 +219,11 @@ def write_handcrafted(root: Path) -> Path:
 
 
 # ---------------------------------------------------------------- helpers
-def run_job(input_dir: Path, output_dir: Path, report: Path) -> dict:
-    """Run etl.py exactly as a user would; return its JSON report."""
+def run_job(spark, input_dir: Path, output_dir: Path) -> dict:
+    """The whole job in this process (etl.run on the session's Spark); returns its report."""
     # The handcrafted data is mostly edge cases: let rejects through instead of failing.
-    result = jobrun.run_job(
-        "--input", str(input_dir), "--output", str(output_dir), "--max-reject-rate", MAX_REJECT_RATE, report=report
-    )
-    assert result.code == 0, f"etl.py failed:\n{result.stderr[-4000:]}"
-    return result.report or {}
+    settings = jobrun.run_settings(input_dir, output_dir, max_reject_rate=MAX_REJECT_RATE)
+    return etl.run(spark, settings)
 
 
 def songplay_ids(output_dir: Path) -> list:
@@ -260,13 +259,13 @@ def generated(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module", params=["handcrafted", "generated"])
-def both_outputs(request, tmp_path_factory) -> tuple[Path, Path, dict, dict]:
+def both_outputs(request, spark, tmp_path_factory) -> tuple[Path, Path, dict, dict]:
     """(job output, reference output, job report, reference counts) for one dataset."""
     if not ETL.exists():
         pytest.skip("etl.py not present yet")
     input_dir = request.getfixturevalue(request.param)
     work = tmp_path_factory.mktemp(f"out-{request.param}")
-    report = run_job(input_dir, work / "job", work / "report.json")
+    report = run_job(spark, input_dir, work / "job")
     counts = ref.build_reference(input_dir, work / "reference")
     return work / "job", work / "reference", report, counts
 

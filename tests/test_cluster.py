@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from infra import S3Server, spark_env, spark_home
 from jobrun import ETL, TABLES, write_config
-from test_s3 import SAMPLE_DATA, SECRET_KEY, assert_same_tables, download, local_run, new_bucket, s3_config
+from test_s3 import SAMPLE_DATA, SECRET_KEY, assert_same_tables, download, new_bucket, s3_config
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -61,10 +61,9 @@ def assert_succeeded(proc: subprocess.CompletedProcess, master) -> None:
 
 
 @pytest.fixture(scope="module")
-def sample_local(tmp_path_factory) -> Path:
-    output = tmp_path_factory.mktemp("cluster-local") / "out"
-    local_run(SAMPLE_DATA, output)
-    return output
+def sample_local(sample_data_run) -> Path:
+    """The reference: python etl.py over sample_data in local mode (the session's shared run)."""
+    return sample_data_run[0]
 
 
 def test_local_paths_on_a_standalone_cluster(tmp_path, spark_cluster, sample_local, spark):

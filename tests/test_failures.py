@@ -151,21 +151,32 @@ def test_verbose_shows_the_stack(tmp_path):
 # --- configurations users already have ------------------------------------------------------------
 
 
-def test_minimal_config_with_quoted_keys_and_the_paths_as_flags(tmp_path, good_input):
-    config = tmp_path / "dl.cfg"
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory, good_input) -> tuple:
+    """One successful run as many users start it: the minimal dl.cfg ([AWS] alone, quoted keys),
+    the paths as flags, a TMPDIR of its own. The tests read what it printed, logged and wrote;
+    the failing runs further down start from its output."""
+    base = tmp_path_factory.mktemp("good-run")
+    config = base / "minimal.cfg"
     config.write_text(MINIMAL_CONFIG)
-    output = tmp_path / "out"
+    output, tmpdir = base / "out", base / "tmp"
+    tmpdir.mkdir()
     result = run_job(
-        "--config", str(config), "--input", str(good_input), "--output", str(output), env={"TMPDIR": str(tmp_path)}
+        "--config", str(config), "--input", str(good_input), "--output", str(output), env={"TMPDIR": str(tmpdir)}
     )
     assert result.code == 0, result.output
+    return result, output, tmpdir
+
+
+def test_minimal_config_with_quoted_keys_and_the_paths_as_flags(good_run, good_input):
+    result, output, tmpdir = good_run
     assert result.stderr == ""
     assert "still holds whitespace or quotes" not in result.stdout  # the quotes were taken off
     assert all((output / table).is_dir() for table in TABLES)
     report = json.loads((output / etl.REPORT_NAME).read_text())
     assert report["tables"]["songplays"] == 2 * EVENTS_PER_DAY
     assert report["accounting"]["events"]["read"] == count_lines(good_input / "log_data")
-    (run_log,) = (tmp_path / "sparkify-etl").glob("run-*.log")
+    (run_log,) = (tmpdir / "sparkify-etl").glob("run-*.log")
     for secret in (TEST_SECRET, TEST_KEY_ID):
         assert secret not in result.output
         assert secret not in run_log.read_text()
@@ -199,14 +210,12 @@ def test_bad_records_are_rejected_counted_and_kept_aside(tmp_path, spark):
 
 
 @pytest.fixture(scope="module")
-def previous_output(tmp_path_factory, good_input):
-    """A successful run whose every output file is hashed before each failing run."""
-    output = tmp_path_factory.mktemp("previous") / "out"
-    config = write_config(output.parent / "dl.cfg", str(good_input), str(output))
-    result = run_job("--config", str(config))
-    assert result.code == 0, result.output
+def previous_output(good_run, good_input) -> tuple[Path, Path]:
+    """The good run's output, whose every file is hashed before each failing run, and a dl.cfg
+    that names it with the good input."""
+    _, output, _ = good_run
     assert all((output / table).is_dir() for table in TABLES)
-    return config, output
+    return write_config(output.parent / "dl.cfg", str(good_input), str(output)), output
 
 
 def assert_untouched_after(previous_output, *args: str, env: dict | None = None, code: int) -> None:
@@ -253,12 +262,10 @@ def test_s3_without_the_connector_says_how_to_get_it(tmp_path):
     assert_clear_error(run_job("--config", str(config)), 2, "S3A connector is missing", "README")
 
 
-def test_successful_run_leaves_the_terminal_to_the_job(tmp_path, good_input):
+def test_successful_run_leaves_the_terminal_to_the_job(good_run):
     """Spark's warnings go to the run log, not to the terminal."""
-    config = write_config(tmp_path / "dl.cfg", str(good_input), str(tmp_path / "out"))
-    result = run_job("--config", str(config), env={"TMPDIR": str(tmp_path)})
-    assert result.code == 0, result.output
+    result, _, tmpdir = good_run
     assert result.stderr == ""
-    (run_log,) = (tmp_path / "sparkify-etl").glob("run-*.log")
+    (run_log,) = (tmpdir / "sparkify-etl").glob("run-*.log")
     assert " WARN spark NativeCodeLoader: " in run_log.read_text()  # pip's PySpark has no native Hadoop
-    assert not list(tmp_path.glob("sparkify-etl-log4j2-*")), "the JVM's log configuration was left behind"
+    assert not list(tmpdir.glob("sparkify-etl-log4j2-*")), "the JVM's log configuration was left behind"

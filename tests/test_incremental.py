@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import REPO, shared_dataset
+from conftest import REPO
 from jobrun import TABLES, run_settings, table_rows, tree_digest
 
 import etl
@@ -46,8 +46,8 @@ def make_month(root: Path, *, start: str = "2018-11-16", days: int = 30, songs: 
     return root
 
 
-def settings(input_dir: Path, output_dir: Path, incremental: bool = True) -> etl.Settings:
-    return run_settings(input_dir, output_dir, incremental=incremental, max_reject_rate=0.5)
+def settings(input_dir: Path, output_dir: Path, incremental: bool = True, checks: bool = True) -> etl.Settings:
+    return run_settings(input_dir, output_dir, incremental=incremental, max_reject_rate=0.5, checks=checks)
 
 
 def day_files(source: Path) -> list[Path]:
@@ -97,7 +97,7 @@ def daily(spark, month, tmp_path_factory) -> dict:
     for path in day_files(month):
         land(month, feed, path)
         before = {table: table_files(output, table) for table in TABLES} if output.exists() else {}
-        report = etl.run(spark, settings(feed, output))
+        report = etl.run(spark, settings(feed, output, checks=False))  # 30 runs; checks: test_quality.py
         after = {table: table_files(output, table) for table in TABLES}
         runs.append({"file": path, "report": report, "before": before, "after": after})
     return {"feed": feed, "output": output, "runs": runs}
@@ -248,14 +248,13 @@ def test_changed_and_new_files_are_processed(spark, month, tmp_path):
     assert_same_tables(spark, reference, output)
 
 
-def test_shared_sample_day_by_day_equals_a_full_run(spark, tmp_path):
-    source = shared_dataset("sample")
-    feed, output, reference = tmp_path / "feed", tmp_path / "out", tmp_path / "reference"
+def test_shared_sample_day_by_day_equals_a_full_run(spark, tmp_path, shared_sample_run):
+    source, reference, _ = shared_sample_run  # the full run: python etl.py over the whole sample
+    feed, output = tmp_path / "feed", tmp_path / "out"
     shutil.copytree(source / "song_data", feed / "song_data")
-    for path in day_files(source):
+    for path in day_files(source):  # 30 runs, the checks off as in `daily`
         land(source, feed, path)
-        assert_balanced(etl.run(spark, settings(feed, output)))
-    etl.run(spark, settings(source, reference, incremental=False))
+        assert_balanced(etl.run(spark, settings(feed, output, checks=False)))
     assert_same_tables(spark, reference, output)
     assert table_rows(spark, output, "songplays") and len(table_rows(spark, output, "songplays")) == 6820
 

@@ -58,7 +58,7 @@ def test_daily_s3a_runs_equal_one_full_run(tmp_path, s3_server: S3Server, s3a_ja
 
     reference_input = tmp_path / "all"
     shutil.copytree(source, reference_input)
-    local_run(reference_input, tmp_path / "reference")
+    local_run(spark, reference_input, tmp_path / "reference")
     downloaded = download(s3_server, out_bucket, "lake", tmp_path / "downloaded")
     assert_same_tables(spark, tmp_path / "reference", downloaded)
     assert reports[0]["files"]["songs"]["read"] == 30

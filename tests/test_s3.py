@@ -16,9 +16,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import REPO, shared_dataset
+from conftest import REPO
 from infra import CountingProxy, S3Server, free_port, start_s3_server
-from jobrun import TABLES, run_job, table_rows, tree_digest, write_config
+from jobrun import TABLES, run_job, run_settings, table_rows, tree_digest, write_config
+
+import etl
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -29,8 +31,6 @@ SECRET_KEY = f"sparkify-test-secret-{uuid.uuid4().hex}"
 SESSION_TOKEN = f"sparkify-test-token-{uuid.uuid4().hex}"
 MAX_REQUESTS_PER_WRITTEN_FILE = 8
 FAILURE_SECONDS = 120
-UDACITY_FULL = {"songplays": 6820, "users": 97, "songs": 14896, "artists": 9553, "time": 6813}
-UDACITY_MATCHED = 333
 
 
 # --------------------------------------------------------------------------- helpers
@@ -79,11 +79,9 @@ def download(server: S3Server, bucket: str, prefix: str, dest: Path) -> Path:
     return dest
 
 
-def local_run(input_dir: Path, output: Path):
-    """The reference: the same input, local in and out."""
-    result = run_job("--input", str(input_dir), "--output", str(output), report=output.parent / "local-report.json")
-    assert result.code == 0, result.output
-    return result
+def local_run(spark, input_dir: Path, output: Path) -> dict:
+    """The reference: the same input, local in and out, run in this process (no S3 involved)."""
+    return etl.run(spark, run_settings(input_dir, output))
 
 
 def assert_same_tables(spark, expected: Path, actual: Path) -> None:
@@ -143,9 +141,9 @@ def sample_input(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sample_local(tmp_path_factory, sample_input) -> Path:
+def sample_local(spark, tmp_path_factory, sample_input) -> Path:
     output = tmp_path_factory.mktemp("sample-local") / "out"
-    local_run(sample_input, output)
+    local_run(spark, sample_input, output)
     return output
 
 
@@ -244,47 +242,6 @@ def test_s3_scheme_with_session_token(tmp_path, s3_server, s3a_jars, sample_inpu
         assert secret not in result.output
         assert files_containing(tmpdir, secret) == []
         assert files_containing(downloaded, secret) == []
-
-
-def test_shared_sample_s3a_equals_a_local_run(tmp_path, s3_server, s3a_jars, spark):
-    data = shared_dataset("sample")
-    local = tmp_path / "local" / "out"
-    local.parent.mkdir()
-    local_run(data, local)
-    (tmp_path / "s3").mkdir()
-    _, _, _, downloaded, _ = s3_run(tmp_path / "s3", s3_server, data, s3a_jars)
-    assert_same_tables(spark, local, downloaded)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1500)
-def test_udacity_full_s3a_in_s3a_out(tmp_path, s3_server, s3a_jars, spark):
-    data = shared_dataset("udacity-full")
-    in_bucket, out_bucket = new_bucket("full-in"), new_bucket("full-out")
-    s3_server.upload_tree(data, in_bucket, "data")
-    s3_server.create_bucket(out_bucket)
-    cfg = s3_config(
-        tmp_path / "dl.cfg", f"s3a://{in_bucket}/data", f"s3a://{out_bucket}/lake", s3_server.endpoint, s3a_jars
-    )
-    report = tmp_path / "report.json"
-    result = run_job("--config", str(cfg), report=report, env={"TMPDIR": str(tmp_path)})
-    assert result.code == 0, result.output
-    assert result.report["tables"] == UDACITY_FULL
-    assert result.report["songplays_matched"] == UDACITY_MATCHED
-    assert SECRET_KEY not in result.output
-    written = list_objects(s3_server, out_bucket, "lake/")
-    song_files = [key for key in written if key.startswith("lake/songs/") and key.endswith(".parquet")]
-    assert len(song_files) > 9000  # one per (year, artist_id) folder
-    downloaded = tmp_path / "downloaded"
-    for table in ("songplays", "users", "artists", "time"):
-        download(s3_server, out_bucket, f"lake/{table}", downloaded / table)
-    songplays = table_rows(spark, downloaded, "songplays")
-    assert len(songplays) == UDACITY_FULL["songplays"]
-    for table in ("users", "artists", "time"):
-        assert len(table_rows(spark, downloaded, table)) == UDACITY_FULL[table], table
-    columns = sorted(spark.read.parquet(str(downloaded / "songplays")).columns)
-    song_ids = [row[columns.index("song_id")] for row in songplays]
-    assert sum(song_id is not None for song_id in song_ids) == UDACITY_MATCHED
 
 
 # --------------------------------------------------------------------------- failures

@@ -205,10 +205,10 @@ def run_settings(
 ):
     """Settings of an in-process etl.run over local folders, no credentials (the default chain).
 
-    checks=False is what `[QUALITY] CHECKS = off` gives: for the many runs of tests that are
-    about what runs read, write and repair, not about the checks (tests/test_quality.py
-    has those; every `python etl.py` run of the suite keeps them on). The checks are about
-    half of a small run's time.
+    checks=False is what `[QUALITY] CHECKS = off` gives: for the crash-and-repair runs, which
+    are about what a run leaves behind, not about the checks (tests/test_quality.py has
+    those; the month-long daily series and every `python etl.py` run keep them on). The
+    checks are about half of a small run's time.
     """
     import etl
 

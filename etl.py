@@ -1329,7 +1329,8 @@ def as_counts(aggregates: dict[str, F.Column]) -> F.Column:
 
     A map, so that counts of every shape share one union, one Spark job, and are read by name.
     """
-    entries = [(F.lit(name), F.coalesce(value.cast(T.LongType()), F.lit(0))) for name, value in aggregates.items()]
+    zero = F.lit(0)  # widened to the sums' type by the map, as every value is
+    entries = [(F.lit(name), F.coalesce(value, zero)) for name, value in aggregates.items()]
     return F.create_map(*[part for entry in entries for part in entry]).alias(COUNTS)
 
 
@@ -1339,7 +1340,7 @@ def row_counts(frame: DataFrame, table: str, rules: dict[str, F.Column]) -> Data
     Conditional sums of a single aggregation over the (cached) table: one scan, no shuffle.
     """
     matched = F.count("song_id") if table == SONGPLAYS else F.lit(0)
-    flags = {name: F.sum(F.when(rule, 1).otherwise(0)) for name, rule in rules.items()}
+    flags = {name: F.count_if(rule) for name, rule in rules.items()}
     return frame.agg(as_counts({"rows": F.count(F.lit(1)), "matched": matched, **flags}))
 
 

@@ -1329,7 +1329,7 @@ def as_counts(aggregates: dict[str, F.Column]) -> F.Column:
 
     A map, so that counts of every shape share one union, one Spark job, and are read by name.
     """
-    zero = F.lit(0)  # widened to the sums' type by the map, as every value is
+    zero = F.lit(0)  # an int, which the map widens to its values' type (the sums' and counts' long)
     entries = [(F.lit(name), F.coalesce(value, zero)) for name, value in aggregates.items()]
     return F.create_map(*[part for entry in entries for part in entry]).alias(COUNTS)
 
@@ -2547,7 +2547,7 @@ public class NoForkLocalFileSystem extends org.apache.hadoop.fs.LocalFileSystem 
 """
 CACHE_DIR_VARIABLE = "SPARKIFY_ETL_CACHE"
 # Class data sharing: a JVM the job starts maps the classes a run loads from an archive
-# (about 140 MB) instead of reading and verifying each from Spark's jars; the bundled
+# (about 130 MB) instead of reading and verifying each from Spark's jars; the bundled
 # sample runs in 0.78x the time (bench/results/class_archive.json). scripts/setup.sh saves
 # it once per Java runtime and Spark (tools/class_archive.py), so no run pays for it;
 # without one, or with a class path it was not saved for (the JVM checks and ignores it),
@@ -2732,12 +2732,17 @@ def java_command() -> str:
     return os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
 
 
+def java_runtime() -> str | None:
+    """The real path of the java that Spark's launcher runs; None if there is none."""
+    java = shutil.which(java_command())
+    return None if java is None else os.path.realpath(java)
+
+
 def class_archive() -> str | None:
     """Where the class archive of this Java runtime and Spark lives (it may not exist); None without Java."""
-    java = shutil.which(java_command())
+    java = java_runtime()
     if java is None:
         return None
-    java = os.path.realpath(java)
     runtime = os.stat(java)  # a JVM refuses an archive another runtime saved
     key = "\n".join([java, str(runtime.st_size), str(runtime.st_mtime_ns), *map(os.path.basename, spark_jars())])
     return os.path.join(cache_root(), f"classes-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsa")

@@ -42,7 +42,16 @@ def save(cache: Path) -> str:
     return done.stdout
 
 
-def test_the_set_up_saves_the_archive_once_and_the_job_then_starts_from_it(empty_cache, tmp_path, monkeypatch):
+def run_sample(folder: Path, cache: Path, java_options: str):
+    """The job on the bundled sample with these driver options, starting from the archive in cache."""
+    folder.mkdir()
+    config = write_config(
+        folder / "dl.cfg", str(REPO / "sample_data"), str(folder / "out"), spark={etl.DRIVER_JAVA_OPTIONS: java_options}
+    )
+    return run_job("--config", str(config), env={etl.CACHE_DIR_VARIABLE: str(cache)})
+
+
+def test_the_set_up_saves_the_archive_once_and_the_job_then_starts_from_it(empty_cache, tmp_path):
     if etl.class_archive() is None or "no base archive" in (first := save(empty_cache)):
         pytest.skip("this Java runtime has no base archive (a jlinked one): the job runs without a class archive")
     assert "class archive saved" in first, first
@@ -51,24 +60,12 @@ def test_the_set_up_saves_the_archive_once_and_the_job_then_starts_from_it(empty
     assert "class archive in place" in save(empty_cache)  # a second set-up starts no JVM
 
     loaded = tmp_path / "classes.log"
-    config = write_config(
-        tmp_path / "dl.cfg",
-        str(REPO / "sample_data"),
-        str(tmp_path / "out"),
-        spark={"spark.driver.extraJavaOptions": f"-Xlog:class+load=info:file={loaded}"},
-    )
-    result = run_job("--config", str(config), env={etl.CACHE_DIR_VARIABLE: str(empty_cache)})
+    result = run_sample(tmp_path / "mapped", empty_cache, f"-Xlog:class+load=info:file={loaded}")
     assert result.code == 0, result.output
     assert loaded.read_text().count(FROM_THE_ARCHIVE) > ENOUGH_ARCHIVED_CLASSES
 
     # With the archive mapped, Java 17 crashes at start under Flight Recorder: the job then maps none.
     recording = tmp_path / "run.jfr"
-    config = write_config(
-        tmp_path / "jfr.cfg",
-        str(REPO / "sample_data"),
-        str(tmp_path / "out-jfr"),
-        spark={"spark.driver.extraJavaOptions": f"-XX:StartFlightRecording=filename={recording}"},
-    )
-    result = run_job("--config", str(config), env={etl.CACHE_DIR_VARIABLE: str(empty_cache)})
+    result = run_sample(tmp_path / "recorded", empty_cache, f"-XX:StartFlightRecording=filename={recording}")
     assert result.code == 0, result.output
     assert recording.exists()

@@ -39,7 +39,7 @@ def save_class_archive() -> str:
         return "no Java runtime: no class archive"
     if os.path.isfile(archive):
         return f"class archive in place ({archive})"
-    java = os.path.realpath(etl.shutil.which(etl.java_command()))
+    java = etl.java_runtime()
     if not os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(java)), *BASE_ARCHIVE)):
         return f"no class archive: the Java runtime {java} has no base archive to extend"
     os.makedirs(os.path.dirname(archive), exist_ok=True)

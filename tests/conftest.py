@@ -43,6 +43,11 @@ def spark():
         .config("spark.driver.host", "127.0.0.1")
         # tests are hundreds of jobs of a few rows: C1 alone, as the job takes for its short runs
         .config("spark.driver.extraJavaOptions", " ".join(etl.SHORT_RUN_JIT_OPTIONS))
+        # and interpreted, not compiled: on jobs of a few rows Janino's compiles cost more than they
+        # save (8 daily runs in this session: 4.2-4.4 s a run compiled, 3.1-3.3 s interpreted);
+        # the results are the same by Spark's contract, and every `python etl.py` test compiles
+        .config("spark.sql.codegen.wholeStage", "false")
+        .config("spark.sql.codegen.factoryMode", "NO_CODEGEN")
     )
     # the job's local-mode file system (no chmod fork per written file), as the job's own JVM gets it
     for key, value in {**etl.SPARK_DEFAULTS, **etl.FORCED_SPARK_SETTINGS, **etl.with_local_file_system({})}.items():

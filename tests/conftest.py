@@ -32,6 +32,12 @@ etl.ensure_java()
 
 @pytest.fixture(scope="session")
 def spark():
+    session = make_test_session()
+    yield session
+    session.stop()
+
+
+def make_test_session():
     """A small local session configured like the job's (UTC, few shuffle partitions)."""
     from pyspark.sql import SparkSession
 
@@ -43,9 +49,9 @@ def spark():
         .config("spark.driver.host", "127.0.0.1")
         # tests are hundreds of jobs of a few rows: C1 alone, as the job takes for its short runs
         .config("spark.driver.extraJavaOptions", " ".join(etl.SHORT_RUN_JIT_OPTIONS))
-        # and interpreted, not compiled: on jobs of a few rows Janino's compiles cost more than they
-        # save (8 daily runs in this session: 4.2-4.4 s a run compiled, 3.1-3.3 s interpreted);
-        # the results are the same by Spark's contract, and every `python etl.py` test compiles
+        # and interpreted, not compiled (as Spark's own tests may be): on jobs of a few rows the
+        # code generation costs more than it saves (docs/performance.md: The test suite); the
+        # results are the same by Spark's contract, and every `python etl.py` test compiles
         .config("spark.sql.codegen.wholeStage", "false")
         .config("spark.sql.codegen.factoryMode", "NO_CODEGEN")
     )
@@ -54,8 +60,7 @@ def spark():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
+    return session
 
 
 Made = TypeVar("Made")

@@ -28,7 +28,6 @@ from pathlib import Path
 from run_bench import PYTHON, REPO, RESULTS_DIR, save_results
 
 RESULTS_JSON = RESULTS_DIR / "session_codegen.json"
-COMPILED = {"spark.sql.codegen.wholeStage": "true", "spark.sql.codegen.factoryMode": "FALLBACK"}
 VARIANTS = ("compiled", "interpreted")
 
 
@@ -41,9 +40,9 @@ def daily_runs(days: int, variant: str) -> list[float]:
     import etl
 
     spark = conftest.make_test_session()
-    if variant == "compiled":
-        for key, value in COMPILED.items():
-            spark.conf.set(key, value)
+    if variant == "compiled":  # back to Spark's defaults
+        for key in conftest.INTERPRETED:
+            spark.conf.unset(key)
     with tempfile.TemporaryDirectory(prefix="test-session-") as work:
         month = make_month(Path(work) / "source", days=days)
         feed, output = Path(work) / "feed", Path(work) / "out"

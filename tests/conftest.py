@@ -30,6 +30,12 @@ import etl  # noqa: E402
 etl.ensure_java()
 
 
+# The test session interprets, not compiles (as Spark's own tests may): on jobs of a few rows
+# code generation costs more than it saves (docs/performance.md: The test suite). Results are
+# the same by Spark's contract, and every `python etl.py` test compiles as users' runs do.
+INTERPRETED = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
+
+
 @pytest.fixture(scope="session")
 def spark():
     session = make_test_session()
@@ -49,14 +55,10 @@ def make_test_session():
         .config("spark.driver.host", "127.0.0.1")
         # tests are hundreds of jobs of a few rows: C1 alone, as the job takes for its short runs
         .config("spark.driver.extraJavaOptions", " ".join(etl.SHORT_RUN_JIT_OPTIONS))
-        # and interpreted, not compiled (as Spark's own tests may be): on jobs of a few rows the
-        # code generation costs more than it saves (docs/performance.md: The test suite); the
-        # results are the same by Spark's contract, and every `python etl.py` test compiles
-        .config("spark.sql.codegen.wholeStage", "false")
-        .config("spark.sql.codegen.factoryMode", "NO_CODEGEN")
     )
     # the job's local-mode file system (no chmod fork per written file), as the job's own JVM gets it
-    for key, value in {**etl.SPARK_DEFAULTS, **etl.FORCED_SPARK_SETTINGS, **etl.with_local_file_system({})}.items():
+    local_fs = etl.with_local_file_system({})
+    for key, value in {**etl.SPARK_DEFAULTS, **etl.FORCED_SPARK_SETTINGS, **local_fs, **INTERPRETED}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
